@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from converter import __version__
 from converter.errors import ConverterError
@@ -27,6 +28,118 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ProgressBar:
+    """A one-line progress bar on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.shown = False
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        width = 30
+        filled = int(width * done / total)
+        size = f" {done / 2**20:.0f}/{total / 2**20:.0f} MiB" if total > 1 else ""
+        print(
+            f"\r{phase:>5} [{'#' * filled}{'.' * (width - filled)}]{size}", end="", file=sys.stderr
+        )
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            print(file=sys.stderr)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from converter.api import convert
+
+    output = (
+        args.output
+        or Path(args.caffemodel).with_suffix(".pt" if args.format == "pt" else ".safetensors").name
+    )
+    bar = _ProgressBar()
+    try:
+        path = convert(
+            args.prototxt,
+            args.caffemodel,
+            output,
+            format=args.format,
+            generic=args.generic,
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    print(f"wrote {path}")
+    if args.verify:
+        from converter.api import load
+
+        report = _run_verify(args, model=load(path))
+        return 0 if report.passed else 1
+    return 0
+
+
+def _run_verify(args: argparse.Namespace, model=None):
+    from converter.verify import verify
+
+    report = verify(
+        args.prototxt,
+        args.caffemodel,
+        reference=args.reference,
+        input=args.input,
+        mean=args.mean,
+        scale=args.scale,
+        tolerance=args.tol,
+        generic=args.generic,
+        model=model,
+    )
+    print(report.format())
+    if args.json:
+        from converter.io.atomic import atomic_write
+
+        with atomic_write(args.json) as handle:
+            handle.write(json.dumps(report.to_dict(), indent=1).encode())
+    if args.plot:
+        from converter.parity import plot_report
+
+        plot_report(report, args.plot)
+    return report
+
+
+def _verify(args: argparse.Namespace) -> int:
+    model = None
+    if args.converted:
+        from converter.api import load
+
+        model = load(args.converted)
+    report = _run_verify(args, model=model)
+    return 0 if report.passed else 1
+
+
+def _add_verify_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reference",
+        default="auto",
+        help="auto (pycaffe, else OpenCV, else numpy), numpy, opencv, caffe, or a .npz of "
+        "blobs saved from a real Caffe run (default: auto)",
+    )
+    parser.add_argument(
+        "--input",
+        help="a .npy (NCHW, preprocessed) or an image file (resized, center-cropped, BGR 0-255 "
+        "minus --mean); default: a deterministic random input",
+    )
+    parser.add_argument("--mean", help="mean to subtract from an image: FILE.binaryproto or B,G,R")
+    parser.add_argument("--scale", type=float, help="multiply the image by this after the mean")
+    parser.add_argument(
+        "--tol",
+        type=float,
+        help="relative tolerance per blob (default: 1e-6 against numpy, in float64; "
+        "1e-3 against float32 references)",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument("--plot", metavar="FILE", help="draw relative error per blob (PNG)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caffe2torch",
@@ -34,6 +147,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"caffe2torch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    convert = commands.add_parser("convert", help="convert a Caffe model to PyTorch weights")
+    convert.add_argument("prototxt", help="the net definition (deploy.prototxt)")
+    convert.add_argument("caffemodel", help="the trained weights (.caffemodel)")
+    convert.add_argument(
+        "-o", "--output", help="output file (default: the caffemodel's name, in this folder)"
+    )
+    convert.add_argument(
+        "--format",
+        choices=["safetensors", "pt"],
+        help="default: from -o's extension, else safetensors",
+    )
+    convert.add_argument(
+        "--generic", action="store_true", help="use the generic graph module even for a ResNet"
+    )
+    convert.add_argument("--verify", action="store_true", help="run verify on the written file")
+    _add_verify_options(convert)
+    convert.set_defaults(run=_convert)
+
+    verify = commands.add_parser(
+        "verify", help="prove the PyTorch model computes what Caffe computes, blob by blob"
+    )
+    verify.add_argument("prototxt", help="the net definition (deploy.prototxt)")
+    verify.add_argument("caffemodel", help="the trained weights (.caffemodel)")
+    verify.add_argument(
+        "--converted", metavar="FILE", help="check this converted file instead of converting now"
+    )
+    verify.add_argument(
+        "--generic", action="store_true", help="use the generic graph module even for a ResNet"
+    )
+    _add_verify_options(verify)
+    verify.set_defaults(run=_verify)
 
     inspect = commands.add_parser(
         "inspect", help="list a net's layers, output shapes and parameters"

@@ -1,0 +1,158 @@
+"""Converted files: safetensors (default) or a plain ``.pt`` state dict, both with metadata.
+
+The safetensors file is written by streaming each tensor's bytes straight to disk, so a
+250 MB model is never held twice in memory. Both formats load without unpickling code:
+``.pt`` files hold only tensors and strings and are read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from converter.errors import ConverterError
+from converter.io.atomic import atomic_write
+
+FORMATS = ("safetensors", "pt")
+
+_DTYPES = {
+    torch.float32: "F32",
+    torch.float64: "F64",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+def output_format(path: str | os.PathLike, format: str | None) -> str:
+    """The format to write: as asked, else from the file extension, else safetensors."""
+    if format is not None:
+        if format not in FORMATS:
+            raise ConverterError(f"unknown format '{format}': choose one of {', '.join(FORMATS)}")
+        return format
+    return "pt" if Path(path).suffix in (".pt", ".pth") else "safetensors"
+
+
+def write_converted(
+    state_dict: Mapping[str, torch.Tensor | np.ndarray],
+    metadata: Mapping[str, str],
+    path: str | os.PathLike,
+    format: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Write tensors plus string metadata atomically; ``progress(done, total)`` gets bytes."""
+    path = Path(path)
+    tensors = {name: _as_tensor(value) for name, value in state_dict.items()}
+    meta = {str(k): str(v) for k, v in metadata.items()}
+    if output_format(path, format) == "pt":
+        with atomic_write(path) as handle:
+            torch.save({"state_dict": tensors, "metadata": meta}, handle)
+    else:
+        _write_safetensors(tensors, meta, path, progress)
+    return path
+
+
+def _as_tensor(value: torch.Tensor | np.ndarray) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    return torch.from_numpy(np.ascontiguousarray(value))
+
+
+def _write_safetensors(
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str],
+    path: Path,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    header: dict[str, object] = {"__metadata__": dict(metadata)}
+    offset = 0
+    ordered = sorted(tensors.items())
+    for name, tensor in ordered:
+        if tensor.dtype not in _DTYPES:
+            raise ConverterError(f"{path}: cannot store tensor '{name}' of dtype {tensor.dtype}")
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {
+            "dtype": _DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # keep the data 8-byte aligned
+    total = offset
+    done = 0
+    with atomic_write(path) as handle:
+        handle.write(len(encoded).to_bytes(8, "little"))
+        handle.write(encoded)
+        for _, tensor in ordered:
+            data = tensor.contiguous()
+            if data.numel():
+                view = data.view(torch.uint8) if data.dim() else data.reshape(1).view(torch.uint8)
+                handle.write(memoryview(view.numpy()))
+            done += data.numel() * data.element_size()
+            if progress is not None:
+                progress(done, total)
+
+
+def read_converted(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The state dict and metadata of a file written by ``write_converted``."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "no such file"
+        raise ConverterError(f"{path}: {what}")
+    if path.suffix in (".pt", ".pth"):
+        return _read_pt(path)
+    return _read_safetensors(path)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise ConverterError(f"{path}: not a readable safetensors file ({exc})") from None
+    _check_metadata(path, metadata)
+    return tensors, metadata
+
+
+def _read_pt(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle and zip errors of every kind end here
+        raise ConverterError(f"{path}: not a readable caffe2torch .pt file ({exc})") from None
+    if not (
+        isinstance(payload, dict)
+        and isinstance(payload.get("state_dict"), dict)
+        and isinstance(payload.get("metadata"), dict)
+        and all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values())
+    ):
+        raise ConverterError(
+            f"{path}: expected a dict with 'state_dict' (tensors) and 'metadata' (strings), "
+            "as written by caffe2torch convert"
+        )
+    metadata = {str(k): str(v) for k, v in payload["metadata"].items()}
+    _check_metadata(path, metadata)
+    return dict(payload["state_dict"]), metadata
+
+
+def _check_metadata(path: Path, metadata: Mapping[str, str]) -> None:
+    if "config" not in metadata:
+        raise ConverterError(
+            f"{path}: has no caffe2torch architecture metadata ('config'); "
+            "was it written by caffe2torch convert?"
+        )
+    try:
+        json.loads(metadata["config"])
+    except json.JSONDecodeError as exc:
+        raise ConverterError(f"{path}: damaged 'config' metadata ({exc})") from None
