@@ -78,8 +78,7 @@ def format_table(net: Net, rows: list[dict]) -> str:
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
-        for line in lines
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines
     ]
     out.insert(1, "  ".join("-" * w for w in widths))
     weights = f", weights from {net.weights_source}" if net.weights_source else ""

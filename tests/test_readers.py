@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import EDGE_CASES, FIXTURES, RESNET_CASES, SHARED_FIXTURES, load_case, shared_cases
 
 import converter
+from conftest import EDGE_CASES, FIXTURES, RESNET_CASES, SHARED_FIXTURES, load_case, shared_cases
 from converter import caffe_pb2
 from converter.io.caffemodel import read_caffemodel
 from converter.io.prototxt import parse_prototxt
