@@ -84,21 +84,26 @@ def verify(
     input_name = next(iter(net.input_shapes()))
     order = net.blob_names()
 
+    ref, label, note = None, "", ""
+    if kind == "saved":
+        ref, label = saved, references.reference_label("saved", reference)
+    elif kind in ("opencv", "caffe"):
+        runner = references.opencv_blobs if kind == "opencv" else references.caffe_blobs
+        try:
+            ref = runner(prototxt, caffemodel, {input_name: x}, order)
+            label = references.reference_label(kind)
+        except ConverterError as exc:
+            if reference != "auto":
+                raise
+            kind, note = "numpy", f" ({kind} could not run this net: {exc})"
     if kind == "numpy":
         from converter.reference import run_reference
 
         ref = run_reference(net, x, dtype=np.float64)
         ours = blobs(copy.deepcopy(model).double(), torch.from_numpy(x).double())
-        precision, default_tol, label = "float64", FLOAT64_TOLERANCE, "numpy float64"
+        precision, default_tol = "float64", FLOAT64_TOLERANCE
+        label = references.reference_label("numpy") + note
     else:
-        if kind == "saved":
-            ref, label = saved, f"saved blobs {Path(reference).name}"
-        elif kind == "opencv":
-            ref = references.opencv_blobs(prototxt, caffemodel, {input_name: x}, order)
-            label = "opencv"
-        else:
-            ref = references.caffe_blobs(prototxt, caffemodel, {input_name: x}, order)
-            label = "caffe"
         ours = blobs(model.float(), torch.from_numpy(x))
         precision, default_tol = "float32", FLOAT32_TOLERANCE
     ours = {name: value for name, value in ours.items() if name != input_name}
@@ -109,5 +114,5 @@ def verify(
         tolerance if tolerance is not None else default_tol,
         reference_name=label,
         precision=precision,
-        output_name=model.output_name,
+        output=model.output_name,
     )

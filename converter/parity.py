@@ -1,0 +1,388 @@
+"""Blob-by-blob comparison of our model against a reference, and the report users read.
+
+The measure is the fixtures' one: per blob, ``max|ours - ref| / max|ref|`` (the plain max
+abs error when the reference is all zeros). Blobs are compared in network order so the
+first failing blob is where the two computations start to diverge. A blob written in
+place (BatchNorm, Scale, ReLU onto ``conv1``) holds its value after the last in-place layer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter.errors import ConverterError
+from converter.io.atomic import atomic_write
+
+MEASURE = "max|ours - ref| / max|ref| per blob (max abs error where ref is all zeros)"
+
+
+@dataclass
+class BlobParity:
+    """One compared blob. Errors are NaN when the shapes differ (nothing to compare)."""
+
+    name: str
+    shape: tuple[int, ...]
+    reference_shape: tuple[int, ...]
+    max_abs: float
+    rel: float
+    cosine: float
+    nonfinite_ours: int
+    nonfinite_reference: int
+    nonfinite_mismatch: int
+    passed: bool
+
+    @property
+    def problem(self) -> str:
+        """Why the blob failed, in words ("" when it passed)."""
+        if self.shape != self.reference_shape:
+            return f"shape {_shape(self.shape)} vs reference {_shape(self.reference_shape)}"
+        if self.nonfinite_mismatch:
+            return (
+                f"NaN/Inf disagree at {self.nonfinite_mismatch} positions "
+                f"(ours has {self.nonfinite_ours} non-finite values, "
+                f"reference {self.nonfinite_reference})"
+            )
+        if not self.passed:
+            return f"rel {self.rel:.1e}"
+        return ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "reference_shape": list(self.reference_shape),
+            "max_abs": _finite_or_none(self.max_abs),
+            "rel": _finite_or_none(self.rel),
+            "cosine": _finite_or_none(self.cosine),
+            "nonfinite_ours": self.nonfinite_ours,
+            "nonfinite_reference": self.nonfinite_reference,
+            "nonfinite_mismatch": self.nonfinite_mismatch,
+            "passed": self.passed,
+            "problem": self.problem,
+        }
+
+
+@dataclass
+class TopK:
+    """Agreement of the predicted classes on the output blob, per sample."""
+
+    blob: str
+    samples: int
+    top1: float  # fraction of samples whose argmax agrees
+    top5: float  # fraction of samples whose top-5 classes (as a set) agree
+    k: int = 5  # min(5, number of classes)
+
+
+@dataclass
+class ParityReport:
+    """Result of ``compare_blobs``: rows in network order, verdict, ``format()``/``to_dict()``."""
+
+    rows: list[BlobParity]
+    tolerance: float
+    reference: str
+    precision: str
+    skipped: list[str] = field(default_factory=list)
+    topk: TopK | None = None
+
+    @property
+    def first_failure(self) -> BlobParity | None:
+        return next((row for row in self.rows if not row.passed), None)
+
+    @property
+    def failures(self) -> list[BlobParity]:
+        return [row for row in self.rows if not row.passed]
+
+    @property
+    def passed(self) -> bool:
+        """True when at least one blob was compared and every compared blob passed."""
+        return bool(self.rows) and self.first_failure is None
+
+    def verdict(self) -> str:
+        first = self.first_failure
+        if not self.rows:
+            return f"FAIL: no blob in common with {self.reference}, nothing was compared"
+        if first is None:
+            return f"PASS: {len(self.rows)} blobs within {_tol(self.tolerance)} of {self.reference}"
+        reason = first.problem
+        if first.shape == first.reference_shape and not first.nonfinite_mismatch:
+            reason = f"rel {first.rel:.1e} > {_tol(self.tolerance)}"
+        failed = len(self.failures)
+        return (
+            f"FAIL: first divergence at blob '{first.name}' ({reason}); "
+            f"{failed} of {len(self.rows)} blobs fail against {self.reference}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: no NaN/Inf (they become null), shapes as lists."""
+        first = self.first_failure
+        return {
+            "passed": self.passed,
+            "verdict": self.verdict(),
+            "reference": self.reference,
+            "precision": self.precision,
+            "tolerance": self.tolerance,
+            "measure": MEASURE,
+            "compared": len(self.rows),
+            "failed": len(self.failures),
+            "first_failure": first.name if first else None,
+            "skipped": list(self.skipped),
+            "topk": None if self.topk is None else vars(self.topk).copy(),
+            "blobs": [row.to_dict() for row in self.rows],
+        }
+
+    def format(self) -> str:
+        """A table for a terminal (about 90 columns unless blob names are long)."""
+        name_width = min(max([4, *(len(row.name) for row in self.rows)]), 32)
+        shape_width = min(max([5, *(len(_shape(row.shape)) for row in self.rows)]), 18)
+        lines = [
+            f"Parity of ours ({self.precision}) against {self.reference}, "
+            f"tolerance {_tol(self.tolerance)}",
+            f"Measure: {MEASURE}.",
+            f"Compared {len(self.rows)} blobs in network order (a blob written in place: "
+            "its value after the last in-place layer).",
+        ]
+        if self.skipped:
+            shown = ", ".join(self.skipped[:6]) + (", ..." if len(self.skipped) > 6 else "")
+            lines.append(f"Not compared (missing on one side): {len(self.skipped)} ({shown})")
+        header = (
+            f"{'blob':<{name_width}}  {'shape':<{shape_width}}  {'max abs err':>11}  "
+            f"{'rel err':>9}  {'cosine':>9}  result"
+        )
+        lines += ["", header, "-" * len(header)]
+        first = self.first_failure
+        for row in self.rows:
+            line = (
+                f"{row.name:<{name_width}}  {_shape(row.shape):<{shape_width}}  "
+                f"{_num(row.max_abs, '.2e'):>11}  {_num(row.rel, '.2e'):>9}  "
+                f"{_num(row.cosine, '.6f'):>9}  {'OK' if row.passed else 'FAIL'}"
+            )
+            if row is first:
+                line += "  <-- first divergence"
+            lines.append(line)
+            if not row.passed and row.problem and not row.problem.startswith("rel "):
+                lines.append(f"{'':<{name_width}}  ^ {row.problem}")
+        lines.append("")
+        if self.topk is not None:
+            t = self.topk
+            lines.append(
+                f"Top-1 agreement on '{t.blob}': {t.top1:.0%} of {t.samples} samples; "
+                f"top-{t.k} (same set of classes): {t.top5:.0%}"
+            )
+        lines.append(self.verdict())
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- comparison
+
+
+def compare_blobs(
+    ours: Mapping[str, Any],
+    reference: Mapping[str, np.ndarray],
+    order: Sequence[str],
+    tolerance: float,
+    *,
+    reference_name: str = "reference",
+    precision: str | None = None,
+    output: str | None = None,
+) -> ParityReport:
+    """Compare every blob present on both sides, in ``order`` (network order).
+
+    ``ours`` may hold NumPy arrays or torch tensors. ``output`` is the blob used for the
+    top-1/top-5 line; by default the last compared blob shaped (N, classes) or
+    (N, classes, 1, 1). ``precision`` defaults to the dtype of our first blob.
+    """
+    rows: list[BlobParity] = []
+    skipped: list[str] = []
+    ours_arrays: dict[str, np.ndarray] = {}
+    for name in order:
+        if name not in ours or name not in reference:
+            skipped.append(name)
+            continue
+        if precision is None:
+            precision = _dtype_name(ours[name])
+        ours_arrays[name] = _as_float64(ours[name])
+        rows.append(_compare_one(name, ours_arrays[name], reference[name], tolerance))
+    topk = _topk(rows, ours_arrays, reference, output)
+    return ParityReport(
+        rows=rows,
+        tolerance=float(tolerance),
+        reference=reference_name,
+        precision=precision or "unknown",
+        skipped=skipped,
+        topk=topk,
+    )
+
+
+def _compare_one(name: str, ours: np.ndarray, ref: Any, tolerance: float) -> BlobParity:
+    ref = np.asarray(ref, dtype=np.float64)
+    nonfinite_ours = int(np.count_nonzero(~np.isfinite(ours)))
+    nonfinite_ref = int(np.count_nonzero(~np.isfinite(ref)))
+    if ours.shape != ref.shape:
+        nan = math.nan
+        return BlobParity(
+            name, ours.shape, ref.shape, nan, nan, nan, nonfinite_ours, nonfinite_ref, 0, False
+        )
+    finite = np.isfinite(ours) & np.isfinite(ref)
+    # Non-finite values agree only where both sides hold the same one (NaN/NaN, +Inf/+Inf).
+    same_nonfinite = (np.isnan(ours) & np.isnan(ref)) | (~finite & (ours == ref))
+    mismatch = int(np.count_nonzero(~finite & ~same_nonfinite))
+    a, b = ours[finite], ref[finite]
+    max_abs = float(np.abs(a - b).max()) if a.size else 0.0
+    scale = float(np.abs(b).max()) if b.size else 0.0
+    rel = max_abs / scale if scale > 0 else max_abs
+    norm_a, norm_b = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if norm_a == 0 and norm_b == 0:
+        cosine = 1.0
+    elif norm_a == 0 or norm_b == 0:
+        cosine = 0.0
+    else:
+        cosine = float(np.dot(a, b) / (norm_a * norm_b))
+    passed = mismatch == 0 and rel <= tolerance
+    return BlobParity(
+        name, ours.shape, ref.shape, max_abs, rel, cosine, nonfinite_ours, nonfinite_ref,
+        mismatch, passed,
+    )  # fmt: skip
+
+
+def _topk(
+    rows: list[BlobParity],
+    ours: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    output: str | None,
+) -> TopK | None:
+    """Class agreement on the output blob: (N, C) or (N, C, 1, 1), ranked along C."""
+    by_name = {row.name: row for row in rows}
+    if output is None:
+        candidates = [r.name for r in rows if r.shape == r.reference_shape and _classes(r.shape)]
+        if not candidates:
+            return None
+        output = candidates[-1]
+    row = by_name.get(output)
+    if row is None or row.shape != row.reference_shape or not _classes(row.shape):
+        return None
+    n, classes = row.shape[0], row.shape[1]
+    a = ours[output].reshape(n, classes)
+    b = np.asarray(reference[output], dtype=np.float64).reshape(n, classes)
+    k = min(5, classes)
+    top1 = float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+    rank_a = np.argsort(-a, axis=1, kind="stable")[:, :k]
+    rank_b = np.argsort(-b, axis=1, kind="stable")[:, :k]
+    top5 = float(np.mean([set(x) == set(y) for x, y in zip(rank_a, rank_b)]))
+    return TopK(blob=output, samples=n, top1=top1, top5=top5, k=k)
+
+
+def _classes(shape: tuple[int, ...]) -> bool:
+    return (len(shape) == 2 and shape[1] > 1) or (
+        len(shape) == 4 and shape[1] > 1 and shape[2:] == (1, 1)
+    )
+
+
+def _as_float64(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor; avoids importing torch here
+        value = value.detach().cpu().double().numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def _dtype_name(value: Any) -> str:
+    return str(getattr(value, "dtype", "unknown")).removeprefix("torch.")
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
+def _num(value: float, spec: str) -> str:
+    return "-" if math.isnan(value) else format(value, spec)
+
+
+def _tol(value: float) -> str:
+    """1e-06, 2.1e-05, 3.6e-03: short and exact for the usual tolerances."""
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
+
+
+# ----------------------------------------------------------------------------- plot
+
+
+def plot_report(report: ParityReport, path: str | os.PathLike) -> None:
+    """Relative error of each blob along network depth (log scale), tolerance as a line.
+
+    Uses matplotlib's Agg canvas directly (no pyplot, no global backend change). The file
+    format follows the suffix (png, svg, pdf); the write is atomic.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ConverterError(
+            f"{path}: plotting needs matplotlib (pip install 'caffe2torch[plot]')"
+        ) from None
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    if fmt not in FigureCanvasAgg.get_supported_filetypes():
+        raise ConverterError(f"{path}: cannot plot to a '.{fmt}' file; use .png, .svg or .pdf")
+    rows = report.rows
+    fig = Figure(figsize=(max(8.0, min(20.0, 0.06 * len(rows) + 6)), 4.8), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    finite = [r.rel for r in rows if math.isfinite(r.rel) and r.rel > 0]
+    floor = min([*finite, report.tolerance]) / 10
+    top = max([*finite, report.tolerance]) * 10
+    depth = np.arange(len(rows))
+    values = np.array([r.rel if math.isfinite(r.rel) else top for r in rows], dtype=float)
+    values = np.maximum(values, floor)  # exact zeros sit on the floor of the log axis
+    ok = np.array([r.passed for r in rows], dtype=bool)
+    no_number = np.array([not math.isfinite(r.rel) for r in rows], dtype=bool)
+    ax.plot(depth, values, color="0.75", linewidth=0.8, zorder=1)
+    exact = ok & np.array([r.rel == 0 for r in rows], dtype=bool)
+    close = ok & ~exact
+    ax.scatter(depth[close], values[close], s=14, color="tab:blue", label="within tolerance")
+    if exact.any():
+        ax.scatter(
+            depth[exact], values[exact], s=14, facecolors="none", edgecolors="tab:blue",
+            label="exact (0, drawn at the bottom)",
+        )  # fmt: skip
+    bad = ~ok & ~no_number
+    if bad.any():
+        ax.scatter(depth[bad], values[bad], s=36, color="tab:red", label="failing", zorder=3)
+    if no_number.any():
+        ax.scatter(
+            depth[no_number], values[no_number], s=50, marker="x", color="tab:red",
+            label="shape mismatch", zorder=3,
+        )  # fmt: skip
+    ax.axhline(report.tolerance, color="tab:red", linestyle="--", linewidth=1,
+               label=f"tolerance {_tol(report.tolerance)}")  # fmt: skip
+    first = report.first_failure
+    if first is not None:
+        index = rows.index(first)
+        ax.annotate(
+            f"first divergence: {first.name}", (index, values[index]),
+            xytext=(10, 12), textcoords="offset points", fontsize=8, color="tab:red",
+            arrowprops={"arrowstyle": "->", "color": "tab:red"},
+        )  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_ylim(floor / 2, top * 2)
+    ax.set_xlabel("blob (network order)")
+    ax.set_ylabel("max|ours - ref| / max|ref|")
+    verdict = "PASS" if report.passed else "FAIL"
+    ax.set_title(f"{verdict}: ours ({report.precision}) vs {report.reference}", fontsize=10)
+    if rows:
+        step = max(1, math.ceil(len(rows) / 40))
+        ticks = list(range(0, len(rows), step))
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([rows[i].name for i in ticks], rotation=90, fontsize=6)
+    ax.grid(True, which="major", axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    with atomic_write(path) as handle:
+        fig.savefig(handle, format=fmt)
