@@ -76,6 +76,11 @@ class Net:
         for layer in self.layers:
             if layer.type == "Input":
                 declared = [tuple(s.dim) for s in layer.param.input_param.shape]
+                if len(declared) > 1 and len(declared) != len(layer.tops):
+                    raise ConverterError(
+                        f"{self.source}: Input layer '{layer.name}' has {len(layer.tops)} tops "
+                        f"but {len(declared)} shapes (give one shape, or one per top)"
+                    )
                 for index, top in enumerate(layer.tops):
                     if not declared:
                         raise ConverterError(
@@ -439,7 +444,7 @@ def _layer_shapes(layer: Layer, bottoms: list[Shape], where: str) -> LayerShapes
         )
     if t == "Reshape":
         _need_bottoms(bottoms, 1, where)
-        return LayerShapes([_reshape(p.reshape_param, bottoms[0], where)], [])
+        return LayerShapes([reshape_shape(p.reshape_param, bottoms[0], where)], [])
     raise ConverterError(f"{where}: layer type '{t}' is not supported")
 
 
@@ -514,6 +519,8 @@ def _slice_shapes(sp, bottoms: list[Shape], n_tops: int, where: str) -> LayerSha
     axis = canonical_axis(axis_value, len(shape), where)
     size = shape[axis]
     points = list(sp.slice_point)
+    if n_tops < 1:
+        raise ConverterError(f"{where}: a Slice layer needs at least one top")
     if points:
         if len(points) != n_tops - 1 or points != sorted(points) or points[-1] >= size:
             raise ConverterError(
@@ -535,7 +542,8 @@ def slice_bounds(sp, size: int, n_tops: int) -> list[tuple[int, int]]:
     return list(zip(bounds, bounds[1:]))
 
 
-def _reshape(rp, shape: Shape, where: str) -> Shape:
+def reshape_shape(rp, shape: Shape, where: str) -> Shape:
+    """Top shape of a Reshape layer: 0 copies an input axis, -1 is inferred (Caffe rules)."""
     dims = list(rp.shape.dim)
     start = canonical_axis(rp.axis, len(shape) + 1, where) if rp.axis < 0 else rp.axis
     if rp.axis < 0:
