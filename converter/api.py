@@ -6,6 +6,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from converter import __version__
 from converter.errors import ConverterError
-from converter.export import read_converted, write_converted
+from converter.export import owned_tensors, read_converted, write_converted
 from converter.net import Net, read_net
 
 INPUT_CONVENTION = (
@@ -24,29 +25,98 @@ INPUT_CONVENTION = (
 )
 
 
-def build_model(net: Net, generic: bool = False) -> nn.Module:
-    """``CaffeResNet`` when the net is a ResNet of Kaiming's form, else the generic module."""
-    from converter.generic import CaffeGraph
+def _structure_and_arrays(net: Net, generic: bool) -> tuple[nn.Module, dict[str, np.ndarray]]:
+    """An empty model (on the meta device: no memory) and its state dict as arrays.
 
+    ``CaffeResNet`` when the net is a ResNet of Kaiming's form, else the generic module.
+    Arrays are views of the caffemodel where possible, so nothing is copied yet.
+    """
+    from converter.generic import CaffeGraph, graph_arrays
+
+    reason = ""
     if not generic:
-        from converter.resnet import CaffeResNet, recognize, resnet_state_dict
+        from converter.resnet import CaffeResNet, recognize, resnet_arrays
 
         try:
             config = recognize(net)
         except ConverterError as not_resnet:
             reason = str(not_resnet)
         else:
-            model = CaffeResNet(config)
-            if any(layer.blobs for layer in net.layers):
-                model.load_state_dict(resnet_state_dict(net, config))
-            return model.eval()
-        try:
-            return CaffeGraph.from_net(net).eval()
-        except ConverterError as exc:
+            with torch.device("meta"):
+                model = CaffeResNet(config)
+            return model, resnet_arrays(net, config) if _has_weights(net) else {}
+    try:
+        with torch.device("meta"):
+            model = CaffeGraph(net)
+    except ConverterError as exc:
+        if reason:
             raise ConverterError(
                 f"{exc} (the ResNet converter did not apply either: {reason})"
             ) from None
-    return CaffeGraph.from_net(net).eval()
+        raise
+    return model, graph_arrays(model, net)
+
+
+def _has_weights(net: Net) -> bool:
+    return any(layer.blobs for layer in net.layers)
+
+
+def _materialize(model: nn.Module, arrays: dict[str, np.ndarray], dtype: torch.dtype) -> nn.Module:
+    """Give a meta-device model real storage in ``dtype`` and load ``arrays`` into it."""
+    model = model.to_empty(device="cpu")
+    model.to(dtype)
+    state = model.state_dict()
+    missing = [key for key in state if key not in arrays]
+    if missing and arrays:
+        raise ConverterError(f"no weights for {', '.join(missing[:5])}")
+    model.load_state_dict(owned_tensors(arrays), strict=bool(arrays))
+    if not arrays:  # a net without its caffemodel: deterministic placeholder values
+        with torch.no_grad():
+            for tensor in state.values():
+                if tensor.is_floating_point():
+                    tensor.zero_()
+    return model.eval()
+
+
+class NonFiniteWeightsWarning(UserWarning):
+    """The caffemodel holds NaN or Inf weights: the conversion is faithful, the model is not."""
+
+
+def warn_non_finite(net: Net) -> None:
+    """One warning naming every blob with NaN or Inf values (the CLI prints it as one line).
+
+    A float32 sum is a fast screen: it is finite whenever every value is (barring overflow,
+    which the exact count below then rules out).
+    """
+    found = []
+    for layer in net.layers:
+        for index, blob in enumerate(layer.blobs):
+            if np.isfinite(np.sum(blob)):
+                continue
+            nans = int(np.count_nonzero(np.isnan(blob)))
+            infs = int(np.count_nonzero(np.isinf(blob)))
+            counts = ", ".join(f"{n} {what}" for n, what in ((nans, "NaN"), (infs, "Inf")) if n)
+            if counts:
+                found.append(f"'{layer.name}' blob {index} has {counts}")
+    if found:
+        more = f" (and {len(found) - 5} more blobs)" if len(found) > 5 else ""
+        warnings.warn(
+            f"{net.weights_source}: non-finite weights: {'; '.join(found[:5])}{more}; "
+            "the model will compute NaN/Inf wherever they are used",
+            NonFiniteWeightsWarning,
+            stacklevel=2,
+        )
+
+
+def build_model(net: Net, generic: bool = False, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The PyTorch model of ``net`` in eval mode, weights from its blobs, in ``dtype``.
+
+    Built directly in ``dtype``: in float64 the BatchNorm statistics keep every bit of
+    Caffe's ``blob / scale_factor``, which the verifier relies on.
+    """
+    warn_non_finite(net)
+    model, arrays = _structure_and_arrays(net, generic)
+    return _materialize(model, arrays, dtype)
 
 
 def model_from_config(config: dict) -> nn.Module:
@@ -102,35 +172,45 @@ def convert(
     ``progress(phase, done, total)`` is told how far reading and writing have got.
     """
     prototxt, caffemodel = Path(prototxt), Path(caffemodel)
+    for source in (prototxt, caffemodel):
+        if Path(output).exists() and source.exists() and os.path.samefile(output, source):
+            raise ConverterError(f"{output}: is an input of this conversion; choose another -o")
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         # hashing runs beside the conversion (hashlib releases the GIL on large chunks)
         hashing = {"prototxt": pool.submit(_sha256, prototxt)}
         net = read_net(prototxt, caffemodel)
+        warn_non_finite(net)
         hashing["caffemodel"] = pool.submit(_sha256, caffemodel)
         if progress:
             progress("read", 1, 1)
-        model = build_model(net, generic=generic)
-        hashes = {key: future.result() for key, future in hashing.items()}
-    state = model.state_dict()
+        model, arrays = _structure_and_arrays(net, generic)
+        missing = [key for key in model.state_dict() if key not in arrays]
+        if missing:
+            raise ConverterError(f"{caffemodel}: no weights for {', '.join(missing[:5])}")
+        metadata = _metadata(model, net, {k: f.result() for k, f in hashing.items()})
     write_progress = (lambda done, total: progress("write", done, total)) if progress else None
-    return write_converted(state, _metadata(model, net, hashes), output, format, write_progress)
+    return write_converted(arrays, metadata, output, format, write_progress)
 
 
 def load(
     path: str | os.PathLike,
     caffemodel: str | os.PathLike | None = None,
     generic: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> nn.Module:
     """A model in eval mode, from a prototxt + caffemodel pair or from a converted file.
 
     ``model(x)`` returns the net's final output blob, as Caffe's ``net.forward()`` does.
+    ``dtype=torch.float64`` builds it in float64 directly (no float32 rounding on the way).
     """
     if caffemodel is not None:
-        return build_model(read_net(path, caffemodel), generic=generic)
+        return build_model(read_net(path, caffemodel), generic=generic, dtype=dtype)
     if Path(path).suffix == ".prototxt":
         raise ConverterError(f"{path}: a prototxt needs its caffemodel: load(prototxt, caffemodel)")
     state, metadata = read_converted(path)
-    model = model_from_config(json.loads(metadata["config"]))
+    with torch.device("meta"):
+        model = model_from_config(json.loads(metadata["config"]))
+    model = model.to_empty(device="cpu").to(dtype)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,14 +73,12 @@ def _convert(args: argparse.Namespace) -> int:
         bar.close()
     print(f"wrote {path}")
     if args.verify:
-        from converter.api import load
-
-        report = _run_verify(args, model=load(path))
+        report = _run_verify(args, converted=path)
         return 0 if report.passed else 1
     return 0
 
 
-def _run_verify(args: argparse.Namespace, model=None):
+def _run_verify(args: argparse.Namespace, converted=None):
     from converter.verify import verify
 
     report = verify(
@@ -91,7 +90,7 @@ def _run_verify(args: argparse.Namespace, model=None):
         scale=args.scale,
         tolerance=args.tol,
         generic=args.generic,
-        model=model,
+        converted=converted,
     )
     print(report.format())
     if args.json:
@@ -107,12 +106,7 @@ def _run_verify(args: argparse.Namespace, model=None):
 
 
 def _verify(args: argparse.Namespace) -> int:
-    model = None
-    if args.converted:
-        from converter.api import load
-
-        model = load(args.converted)
-    report = _run_verify(args, model=model)
+    report = _run_verify(args, converted=args.converted)
     return 0 if report.passed else 1
 
 
@@ -190,17 +184,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except ConverterError as exc:
-        print(f"caffe2torch: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("caffe2torch: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        show_others = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            """The package's own warnings as one line each; others as Python shows them."""
+            if category.__module__.startswith("converter"):
+                print(f"caffe2torch: warning: {_one_line(message)}", file=sys.stderr)
+            else:
+                show_others(message, category, filename, lineno, file, line)
+
+        warnings.filterwarnings("always", module=r"converter(\.|$)")
+        warnings.showwarning = show
+        try:
+            return args.run(args)
+        except ConverterError as exc:
+            print(f"caffe2torch: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("caffe2torch: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -41,6 +44,11 @@ def output_format(path: str | os.PathLike, format: str | None) -> str:
     return "pt" if Path(path).suffix in (".pt", ".pth") else "safetensors"
 
 
+def owned_tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Tensors that own a copy of each array (sources may be read-only memory maps)."""
+    return {name: torch.from_numpy(np.array(value, copy=True)) for name, value in arrays.items()}
+
+
 def write_converted(
     state_dict: Mapping[str, torch.Tensor | np.ndarray],
     metadata: Mapping[str, str],
@@ -63,7 +71,12 @@ def write_converted(
 def _as_tensor(value: torch.Tensor | np.ndarray) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
-    return torch.from_numpy(np.ascontiguousarray(value))
+    value = np.ascontiguousarray(value)
+    if not value.flags.writeable:  # a view of a read-only memory map: only read for writing
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(value)
+    return torch.from_numpy(value)
 
 
 def _write_safetensors(
@@ -129,8 +142,17 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 def _read_pt(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle and zip errors of every kind end here
-        raise ConverterError(f"{path}: not a readable caffe2torch .pt file ({exc})") from None
+    except pickle.UnpicklingError:
+        if zipfile.is_zipfile(path):  # a torch file, but with more than tensors and strings
+            raise ConverterError(
+                f"{path}: holds Python objects other than tensors and strings; they are not "
+                "loaded, since unpickling them could run code (caffe2torch writes plain state "
+                "dicts)"
+            ) from None
+        raise ConverterError(f"{path}: not a torch .pt file (damaged or another format)") from None
+    except Exception as exc:  # zip, struct and EOF errors of every kind end here
+        reason = str(exc).split("\n")[0].split(". ")[0]
+        raise ConverterError(f"{path}: not a readable caffe2torch .pt file ({reason})") from None
     if not (
         isinstance(payload, dict)
         and isinstance(payload.get("state_dict"), dict)

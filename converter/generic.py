@@ -40,6 +40,7 @@ from torch import nn
 
 from converter import caffe_pb2
 from converter.errors import ConverterError
+from converter.export import owned_tensors
 from converter.io.prototxt import parse_prototxt
 from converter.net import (
     Layer,
@@ -450,7 +451,6 @@ class CaffeGraph(nn.Module):
             in_place = _check_tops(layer, produced, where)
             bottom_shapes = [blob_shapes[b] for b in layer.bottoms]
             module = _build_module(layer, bottom_shapes, where)
-            _load_blobs(module, layer, where)
             name = self._unique_name(layer.name)
             self.module_names[layer.name] = name
             self.add_module(name, module)
@@ -478,7 +478,9 @@ class CaffeGraph(nn.Module):
     @classmethod
     def from_net(cls, net: Net) -> CaffeGraph:
         """Structure from ``net``'s layers; weights from their blobs where present."""
-        return cls(net)
+        model = cls(net)
+        model.load_state_dict(owned_tensors(graph_arrays(model, net)), strict=False)
+        return model
 
     @classmethod
     def from_config(cls, config: Mapping) -> CaffeGraph:
@@ -749,37 +751,40 @@ def _scale_module(layer: Layer, bottoms: list[tuple[int, ...]], where: str) -> n
     return Scale(axis, operand, learned=len(bottoms) == 1, bias=sp.bias_term)
 
 
-def _tensor(blob: np.ndarray) -> torch.Tensor:
-    """A writable float32 copy of a (read-only, memory-mapped) blob."""
-    return torch.from_numpy(np.array(blob, dtype=np.float32, copy=True))
+def graph_arrays(model: CaffeGraph, net: Net) -> dict[str, np.ndarray]:
+    """The state dict of ``model`` (built from ``net``) as arrays taken from the net's blobs.
 
-
-def _load_blobs(module: nn.Module, layer: Layer, where: str) -> None:
-    """Copy the layer's Caffe blobs into the module's parameters and buffers."""
-    blobs = layer.blobs
-    if not blobs:
-        return
-    if layer.type == "BatchNorm":
-        stored = float(np.float32(blobs[2].reshape(-1)[0])) if len(blobs) > 2 else 1.0
-        # Caffe: factor = (s == 0 ? 0 : 1 / s), in the net's float precision.
-        factor = np.float32(0) if stored == 0 else np.float32(1) / np.float32(stored)
-        module.running_mean.copy_(_tensor(np.asarray(blobs[0], np.float32).reshape(-1) * factor))
-        module.running_var.copy_(_tensor(np.asarray(blobs[1], np.float32).reshape(-1) * factor))
-        return
-    targets = [t for t in (getattr(module, "weight", None), getattr(module, "bias", None))]
-    targets = [t for t in targets if t is not None]
-    if len(targets) != len(blobs):
-        raise ConverterError(
-            f"{where}: expected {len(targets)} blob(s), the weights have {len(blobs)}"
-        )
-    with torch.no_grad():
-        for target, blob in zip(targets, blobs):
-            value = _tensor(blob)
-            if tuple(value.shape) != tuple(target.shape):
-                if value.numel() != target.numel():
-                    raise ConverterError(
-                        f"{where}: blob of shape {tuple(value.shape)} does not fit "
-                        f"{tuple(target.shape)}"
-                    )
-                value = value.reshape(target.shape)
-            target.copy_(value)
+    Raw blobs stay float32 views of the caffemodel (nothing is copied); BatchNorm statistics
+    are divided by the stored scale factor in float64, so a float64 model carries them
+    exactly and a float32 one rounds them once.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for layer in net.layers:
+        if not layer.blobs:
+            continue
+        name = model.module_names[layer.name]
+        module = model.get_submodule(name)
+        where = f"{net.weights_source or net.source}: layer '{layer.name}' ({layer.type})"
+        blobs = layer.blobs
+        if layer.type == "BatchNorm":
+            stored = float(blobs[2].reshape(-1)[0]) if len(blobs) > 2 else 1.0
+            factor = 0.0 if stored == 0 else 1.0 / stored  # Caffe's zero guard
+            arrays[f"{name}.running_mean"] = blobs[0].reshape(-1).astype(np.float64) * factor
+            arrays[f"{name}.running_var"] = blobs[1].reshape(-1).astype(np.float64) * factor
+            continue
+        targets = [
+            (key, tensor)
+            for key in ("weight", "bias")
+            if (tensor := getattr(module, key, None)) is not None
+        ]
+        if len(targets) != len(blobs):
+            raise ConverterError(
+                f"{where}: expected {len(targets)} blob(s), the weights have {len(blobs)}"
+            )
+        for (key, target), blob in zip(targets, blobs):
+            if blob.size != target.numel():
+                raise ConverterError(
+                    f"{where}: blob of shape {tuple(blob.shape)} does not fit {tuple(target.shape)}"
+                )
+            arrays[f"{name}.{key}"] = blob.reshape(tuple(target.shape))
+    return arrays

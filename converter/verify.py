@@ -8,14 +8,13 @@ two float32 implementations of a deep net legitimately differ by a few 1e-4.
 
 from __future__ import annotations
 
-import copy
 import os
 
 import numpy as np
 import torch
 from torch import nn
 
-from converter.api import blobs, build_model
+from converter.api import blobs, build_model, load
 from converter.errors import ConverterError
 from converter.net import Net, read_net
 from converter.parity import ParityReport, compare_blobs
@@ -57,17 +56,21 @@ def verify(
     scale: float | None = None,
     tolerance: float | None = None,
     generic: bool = False,
-    model: nn.Module | None = None,
+    converted: str | os.PathLike | None = None,
 ) -> ParityReport:
-    """Compare ``model`` (by default the conversion of the pair) with a reference, blob by blob.
+    """Compare the conversion of the pair (or the ``converted`` file) with a reference.
 
     ``reference``: "auto", "numpy", "opencv", "caffe", or a ``.npz`` of saved Caffe blobs.
     """
     from converter import references
 
     net = read_net(prototxt, caffemodel)
-    if model is None:
-        model = build_model(net, generic=generic)
+
+    def model_in(dtype: torch.dtype) -> nn.Module:
+        if converted is not None:
+            return load(converted, dtype=dtype)
+        return build_model(net, generic=generic, dtype=dtype)
+
     saved = None
     kind = reference
     if reference.endswith(".npz"):
@@ -99,11 +102,13 @@ def verify(
         from converter.reference import run_reference
 
         ref = run_reference(net, x, dtype=np.float64)
-        ours = blobs(copy.deepcopy(model).double(), torch.from_numpy(x).double())
+        model = model_in(torch.float64)
+        ours = blobs(model, x.astype(np.float64))
         precision, default_tol = "float64", FLOAT64_TOLERANCE
         label = references.reference_label("numpy") + note
     else:
-        ours = blobs(model.float(), torch.from_numpy(x))
+        model = model_in(torch.float32)
+        ours = blobs(model, x)
         precision, default_tol = "float32", FLOAT32_TOLERANCE
     ours = {name: value for name, value in ours.items() if name != input_name}
     return compare_blobs(
