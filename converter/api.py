@@ -25,11 +25,14 @@ INPUT_CONVENTION = (
 )
 
 
-def _structure_and_arrays(net: Net, generic: bool) -> tuple[nn.Module, dict[str, np.ndarray]]:
+def _structure_and_arrays(
+    net: Net, generic: bool, fuse_bn: bool = False
+) -> tuple[nn.Module, dict[str, np.ndarray]]:
     """An empty model (on the meta device: no memory) and its state dict as arrays.
 
     ``CaffeResNet`` when the net is a ResNet of Kaiming's form, else the generic module.
     Arrays are views of the caffemodel where possible, so nothing is copied yet.
+    ``fuse_bn`` folds BatchNorm+Scale into the convs (ResNets only).
     """
     from converter.generic import CaffeGraph, graph_arrays
 
@@ -42,9 +45,20 @@ def _structure_and_arrays(net: Net, generic: bool) -> tuple[nn.Module, dict[str,
         except ConverterError as not_resnet:
             reason = str(not_resnet)
         else:
+            arrays = resnet_arrays(net, config) if _has_weights(net) else {}
+            if fuse_bn:
+                from converter.fuse import fuse_resnet
+
+                config, arrays = fuse_resnet(config, arrays)
             with torch.device("meta"):
                 model = CaffeResNet(config)
-            return model, resnet_arrays(net, config) if _has_weights(net) else {}
+            return model, arrays
+    if fuse_bn:
+        why = "--generic was asked for" if generic else reason
+        raise ConverterError(
+            f"{net.source}: --fuse-bn folds BatchNorm into convs of recognised ResNets only, "
+            f"and this net goes to the generic module ({why})"
+        )
     try:
         with torch.device("meta"):
             model = CaffeGraph(net)
@@ -156,6 +170,7 @@ def _metadata(model: nn.Module, net: Net, hashes: dict[str, str]) -> dict[str, s
         "input_shapes": json.dumps(shapes),
         "input_convention": INPUT_CONVENTION,
         "output_blob": model.output_name,
+        "fused_bn": json.dumps(bool(getattr(getattr(model, "config", None), "fused_bn", False))),
     }
 
 
@@ -166,10 +181,12 @@ def convert(
     format: str | None = None,
     generic: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    fuse_bn: bool = False,
 ) -> Path:
     """Convert a Caffe model to a safetensors (default) or ``.pt`` file; returns its path.
 
     ``progress(phase, done, total)`` is told how far reading and writing have got.
+    ``fuse_bn`` folds BatchNorm+Scale into the convs (ResNets; for deployment).
     """
     prototxt, caffemodel = Path(prototxt), Path(caffemodel)
     for source in (prototxt, caffemodel):
@@ -183,7 +200,7 @@ def convert(
         hashing["caffemodel"] = pool.submit(_sha256, caffemodel)
         if progress:
             progress("read", 1, 1)
-        model, arrays = _structure_and_arrays(net, generic)
+        model, arrays = _structure_and_arrays(net, generic, fuse_bn)
         missing = [key for key in model.state_dict() if key not in arrays]
         if missing:
             raise ConverterError(f"{caffemodel}: no weights for {', '.join(missing[:5])}")

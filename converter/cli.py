@@ -68,6 +68,7 @@ def _convert(args: argparse.Namespace) -> int:
             format=args.format,
             generic=args.generic,
             progress=bar,
+            fuse_bn=args.fuse_bn,
         )
     finally:
         bar.close()
@@ -156,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--generic", action="store_true", help="use the generic graph module even for a ResNet"
     )
+    convert.add_argument(
+        "--fuse-bn",
+        action="store_true",
+        help="fold BatchNorm+Scale into the convs for deployment (ResNets)",
+    )
     convert.add_argument("--verify", action="store_true", help="run verify on the written file")
     _add_verify_options(convert)
     convert.set_defaults(run=_convert)
@@ -185,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    """``text`` on one line, control characters escaped, safe to print to a terminal."""
+    line = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -81,6 +81,7 @@ class ResNetConfig:
     bn_eps_overrides: dict[str, float] = field(default_factory=dict)
     blobs: list[list[str]] = field(default_factory=list)
     caffe_layers: dict[str, list[str]] = field(default_factory=dict)
+    fused_bn: bool = False  # BatchNorm+Scale folded into the convs (every conv has a bias)
 
     @property
     def layers(self) -> list[int]:
@@ -125,11 +126,13 @@ class _Recorder:
 
 
 def _conv(config: ResNetConfig, name: str, cin: int, cout: int, kernel, stride, pad) -> nn.Conv2d:
-    bias = name in config.conv_bias
+    bias = config.fused_bn or name in config.conv_bias
     return nn.Conv2d(cin, cout, kernel, stride=stride, padding=pad, bias=bias)
 
 
-def _bn(config: ResNetConfig, name: str, channels: int) -> nn.BatchNorm2d:
+def _bn(config: ResNetConfig, name: str, channels: int) -> nn.Module:
+    if config.fused_bn:  # folded into the conv before it
+        return nn.Identity()
     return nn.BatchNorm2d(channels, eps=config.eps(name))
 
 
@@ -145,7 +148,7 @@ def _pool(pool: PoolConfig) -> nn.Module:
 def _unit(
     x: torch.Tensor,
     conv: nn.Conv2d,
-    bn: nn.BatchNorm2d,
+    bn: nn.Module,
     relu: nn.Module | None,
     rec: _Recorder | None,
     conv_tap: str,
@@ -156,7 +159,8 @@ def _unit(
     y = conv(x)
     if rec is not None:
         rec.put(conv_tap, y)
-        if f"{bn_tap}.norm" in rec.wanted:  # Caffe's BatchNorm top before its Scale layer
+        if f"{bn_tap}.norm" in rec.wanted and isinstance(bn, nn.BatchNorm2d):
+            # Caffe's BatchNorm top before its Scale layer
             norm = F.batch_norm(y, bn.running_mean, bn.running_var, None, None, False, 0.0, bn.eps)
             rec.put(f"{bn_tap}.norm", norm)
     y = bn(y)
