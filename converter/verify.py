@@ -65,6 +65,7 @@ def verify(
     from converter import references
 
     net = read_net(prototxt, caffemodel)
+    net.shapes()  # a net our shape rules reject never reaches OpenCV or Caffe: they may crash
 
     def model_in(dtype: torch.dtype) -> nn.Module:
         if converted is not None:
@@ -105,6 +106,9 @@ def verify(
         model = model_in(torch.float64)
         ours = blobs(model, x.astype(np.float64))
         precision, default_tol = "float64", FLOAT64_TOLERANCE
+        if getattr(getattr(model, "config", None), "fused_bn", False):
+            # folded weights were rounded to float32 once: the float32 bar applies
+            default_tol = FLOAT32_TOLERANCE
         label = references.reference_label("numpy") + note
     else:
         model = model_in(torch.float32)
