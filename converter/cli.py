@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -69,6 +70,7 @@ def _convert(args: argparse.Namespace) -> int:
             generic=args.generic,
             progress=bar,
             fuse_bn=args.fuse_bn,
+            hash_sources=not args.no_hash,
         )
     finally:
         bar.close()
@@ -129,7 +131,7 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
         "--tol",
         type=float,
         help="relative tolerance per blob (default: 1e-6 against numpy, in float64; "
-        "1e-3 against float32 references)",
+        "against float32 references 1e-3, or 8x our own float32 rounding error if larger)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     parser.add_argument("--plot", metavar="FILE", help="draw relative error per blob (PNG)")
@@ -161,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--fuse-bn",
         action="store_true",
         help="fold BatchNorm+Scale into the convs for deployment (ResNets)",
+    )
+    convert.add_argument(
+        "--no-hash",
+        action="store_true",
+        help="leave the sources' sha256 out of the metadata (faster on CPUs without SHA "
+        "instructions, where hashing a 250 MB file takes longer than converting it)",
     )
     convert.add_argument("--verify", action="store_true", help="run verify on the written file")
     _add_verify_options(convert)
@@ -216,9 +224,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConverterError as exc:
             print(f"caffe2torch: error: {_one_line(exc)}", file=sys.stderr)
             return 2
+        except MemoryError as exc:  # sizes a prototxt declares can exceed any machine
+            print(f"caffe2torch: error: out of memory: {_one_line(exc)}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print("caffe2torch: interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # e.g. `caffe2torch verify ... | head`: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
 
 
 if __name__ == "__main__":

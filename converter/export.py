@@ -55,17 +55,33 @@ def write_converted(
     path: str | os.PathLike,
     format: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    late_metadata: Callable[[], Mapping[str, str]] | None = None,
 ) -> Path:
-    """Write tensors plus string metadata atomically; ``progress(done, total)`` gets bytes."""
+    """Write tensors plus string metadata atomically; ``progress(done, total)`` gets bytes.
+
+    ``late_metadata()`` adds entries that are still being computed (source hashes): a
+    safetensors file asks for them only after its tensors are written, so the work overlaps.
+    """
     path = Path(path)
     tensors = {name: _as_tensor(value) for name, value in state_dict.items()}
     meta = {str(k): str(v) for k, v in metadata.items()}
     if output_format(path, format) == "pt":
+        meta.update(_strings(late_metadata()) if late_metadata else {})
         with atomic_write(path) as handle:
-            torch.save({"state_dict": tensors, "metadata": meta}, handle)
+            try:
+                torch.save({"state_dict": tensors, "metadata": meta}, handle)
+            except RuntimeError as exc:
+                # torch's zip writer hides a failed write (a full disk) behind its own error
+                if isinstance(exc.__context__, OSError):
+                    raise exc.__context__ from None
+                raise
     else:
-        _write_safetensors(tensors, meta, path, progress)
+        _write_safetensors(tensors, meta, path, progress, late_metadata)
     return path
+
+
+def _strings(metadata: Mapping[str, str]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in metadata.items()}
 
 
 def _as_tensor(value: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -84,7 +100,11 @@ def _write_safetensors(
     metadata: Mapping[str, str],
     path: Path,
     progress: Callable[[int, int], None] | None,
+    late_metadata: Callable[[], Mapping[str, str]] | None = None,
 ) -> None:
+    """Header, then each tensor's bytes written straight from its memory (a view of the
+    caffemodel: nothing is copied in Python). With ``late_metadata`` the header is written
+    with room to spare and rewritten in place once the tensors are on disk."""
     header: dict[str, object] = {"__metadata__": dict(metadata)}
     offset = 0
     ordered = sorted(tensors.items())
@@ -98,8 +118,7 @@ def _write_safetensors(
             "data_offsets": [offset, offset + size],
         }
         offset += size
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)  # keep the data 8-byte aligned
+    encoded = _encode_header(header, LATE_METADATA_BYTES if late_metadata else 0)
     total = offset
     done = 0
     with atomic_write(path) as handle:
@@ -113,6 +132,26 @@ def _write_safetensors(
             done += data.numel() * data.element_size()
             if progress is not None:
                 progress(done, total)
+        if late_metadata is not None:
+            header["__metadata__"] = {**dict(metadata), **_strings(late_metadata())}
+            final = _encode_header(header, 0)
+            if len(final) > len(encoded):
+                raise ConverterError(
+                    f"{path}: late metadata exceeds the {LATE_METADATA_BYTES} bytes kept for it"
+                )
+            handle.seek(8)
+            handle.write(final + b" " * (len(encoded) - len(final)))
+
+
+# Room kept in a safetensors header for late metadata (two sha256 entries need ~190 bytes).
+LATE_METADATA_BYTES = 1024
+
+
+def _encode_header(header: Mapping[str, object], spare: int) -> bytes:
+    """The JSON header padded with spaces (allowed by the format) to keep the data 8-byte
+    aligned, with at least ``spare`` bytes of padding."""
+    encoded = json.dumps(header, separators=(",", ":")).encode() + b" " * spare
+    return encoded + b" " * (-len(encoded) % 8)
 
 
 def read_converted(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

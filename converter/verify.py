@@ -3,11 +3,16 @@
 Against the NumPy executor the model runs in float64, so rounding noise (~1e-12) cannot
 hide a mapping error and a tight tolerance holds at any depth. Against float32 references
 (real Caffe, OpenCV, saved Caffe blobs) the float32 model is compared with a looser bar:
-two float32 implementations of a deep net legitimately differ by a few 1e-4.
+two float32 implementations of a deep net legitimately differ by a few 1e-4, and by more
+in deep nets whose activations grow. The default bar is therefore 1e-3, raised where needed
+to 8x our own float32 rounding error (our float32 model against our float64 model, the same
+rule that set the golden fixtures' tolerances from Caffe's float32 error).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 
 import numpy as np
@@ -21,6 +26,7 @@ from converter.parity import ParityReport, compare_blobs
 
 FLOAT64_TOLERANCE = 1e-6
 FLOAT32_TOLERANCE = 1e-3
+ROUNDING_FACTOR = 8.0  # a float32 bar: this many times our own float32 rounding error
 
 
 def _choose_input(
@@ -42,15 +48,49 @@ def _choose_input(
         return input.astype(np.float32, copy=False)
     if input is not None:
         return load_input(input, shape, mean=mean, scale=scale)
-    if saved is not None and name in saved:
+    if saved is not None:
+        if name not in saved:
+            raise ConverterError(
+                f"the saved blobs hold no input blob '{name}'; give the input they were "
+                "computed from (--input FILE.npy)"
+            )
         return saved[name].astype(np.float32, copy=False)
     return random_input(shape)
+
+
+def _check_converted_input(model: nn.Module, net: Net, converted: str | os.PathLike) -> None:
+    """A converted file of another net would fail deep inside torch: say so up front."""
+    config = model.caffe_config()
+    if "input_shapes" in config:
+        theirs = [tuple(shape) for shape in config["input_shapes"].values()]
+    else:
+        theirs = [tuple(config.get("input_shape", ()))]
+    ours = [tuple(shape) for shape in net.input_shapes().values()]
+    if [shape[1:] for shape in theirs] != [shape[1:] for shape in ours]:
+        raise ConverterError(
+            f"{converted}: was converted from a net with input {theirs}, but {net.source} "
+            f"has input {ours}; was it converted from this net?"
+        )
+
+
+def _float32_rounding(ours32: dict[str, np.ndarray], ours64: dict[str, torch.Tensor]) -> float:
+    """The worst per-blob max|float32 - float64| / max|float64| of our own model."""
+    worst = 0.0
+    for name, a in ours32.items():
+        b = ours64[name].numpy()
+        finite = np.isfinite(a) & np.isfinite(b)
+        if a.shape != b.shape or not finite.any():
+            continue
+        scale = float(np.abs(b[finite]).max())
+        if scale > 0:
+            worst = max(worst, float(np.abs(a[finite] - b[finite]).max()) / scale)
+    return worst
 
 
 def verify(
     prototxt: str | os.PathLike,
     caffemodel: str | os.PathLike,
-    reference: str = "auto",
+    reference: str | os.PathLike = "auto",
     input: str | os.PathLike | np.ndarray | None = None,
     mean: str | None = None,
     scale: float | None = None,
@@ -61,15 +101,22 @@ def verify(
     """Compare the conversion of the pair (or the ``converted`` file) with a reference.
 
     ``reference``: "auto", "numpy", "opencv", "caffe", or a ``.npz`` of saved Caffe blobs.
+    ``tolerance`` (per blob, relative) defaults to 1e-6 against numpy (float64), else to
+    ``max(1e-3, 8 x our float32 rounding error)``.
     """
     from converter import references
 
+    reference = os.fspath(reference)
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ConverterError(f"tolerance must be a finite number >= 0, not {tolerance}")
     net = read_net(prototxt, caffemodel)
     net.shapes()  # a net our shape rules reject never reaches OpenCV or Caffe: they may crash
 
     def model_in(dtype: torch.dtype) -> nn.Module:
         if converted is not None:
-            return load(converted, dtype=dtype)
+            model = load(converted, dtype=dtype)
+            _check_converted_input(model, net, converted)
+            return model
         return build_model(net, generic=generic, dtype=dtype)
 
     saved = None
@@ -114,13 +161,27 @@ def verify(
         model = model_in(torch.float32)
         ours = blobs(model, x)
         precision, default_tol = "float32", FLOAT32_TOLERANCE
-    ours = {name: value for name, value in ours.items() if name != input_name}
-    return compare_blobs(
-        ours,
-        ref,
-        order,
-        tolerance if tolerance is not None else default_tol,
-        reference_name=label,
-        precision=precision,
-        output=model.output_name,
-    )
+    # float64 arrays once, so that comparing twice (below) does not convert twice; only the
+    # blobs the reference has (saved blobs are often a few)
+    ours = {
+        name: value.double().numpy()
+        for name, value in ours.items()
+        if name != input_name and name in ref
+    }
+
+    def compare(bar: float, name: str) -> ParityReport:
+        return compare_blobs(
+            ours, ref, order, bar, reference_name=name, precision=precision,
+            output=model.output_name,
+        )  # fmt: skip
+
+    report = compare(tolerance if tolerance is not None else default_tol, label)
+    if tolerance is None and precision == "float32" and not report.passed:
+        # Raising the bar cannot turn a pass into a failure, so it is measured only when needed.
+        exact = copy.deepcopy(model).to(torch.float64)  # the same weights, float64 arithmetic
+        rounding = _float32_rounding(ours, blobs(exact, x.astype(np.float64)))
+        del exact
+        if ROUNDING_FACTOR * rounding > default_tol:
+            note = f" (tolerance: {ROUNDING_FACTOR:g} x our float32 rounding error {rounding:.1e})"
+            report = compare(ROUNDING_FACTOR * rounding, label + note)
+    return report

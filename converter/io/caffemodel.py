@@ -313,7 +313,7 @@ def _blob_parts(array: np.ndarray) -> list[bytes | memoryview]:
     data = np.ascontiguousarray(array, dtype="<f4")
     dims = b"".join(_encode_varint(int(d)) for d in data.shape)
     shape_msg = _len_field(_SHAPE_DIM, len(dims)) + dims if data.ndim else b""
-    raw = memoryview(data).cast("B")
+    raw = memoryview(data.reshape(-1)).cast("B")  # flat: a shape with a 0 cannot be cast
     head = _len_field(_BLOB_SHAPE, len(shape_msg)) + shape_msg + _len_field(_BLOB_DATA, raw.nbytes)
     return [head, raw]
 

@@ -1,10 +1,14 @@
 """Turn legacy Caffe net definitions into the current form, as Caffe's own upgrade does.
 
 After this step nothing downstream knows that ``input:``/``input_dim:`` headers or V1
-``layers`` ever existed.
+``layers`` ever existed. ``FORK_FIELDS`` lists prototxt fields of popular Caffe forks whose
+meaning is known, with their BVLC translation (the prototxt reader applies it).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from converter import caffe_pb2
 from converter.errors import ConverterError
@@ -102,3 +106,78 @@ def _upgrade_input_header(net: caffe_pb2.NetParameter, source: str) -> None:
     del net.input[:]
     del net.input_dim[:]
     del net.input_shape[:]
+
+
+# ----------------------------------------------------------------------------- fork fields
+
+
+@dataclass(frozen=True)
+class ForkField:
+    """A prototxt field some Caffe fork added, and how to say the same thing in BVLC terms.
+
+    ``translate`` maps the field's text value to BVLC text (``""`` drops a field that has no
+    effect at inference), or to None when that value has no BVLC equivalent.
+    """
+
+    message: str
+    field: str
+    meaning: str
+    translate: Callable[[str], str | None]
+
+
+_TRUE, _FALSE = ("true", "True", "t", "1"), ("false", "False", "f", "0")
+
+
+def _bool_value(value: str) -> bool | None:
+    return True if value in _TRUE else False if value in _FALSE else None
+
+
+def _ceil_mode(value: str) -> str | None:
+    flag = _bool_value(value)
+    return None if flag is None else "round_mode: CEIL" if flag else "round_mode: FLOOR"
+
+
+def _drop_if(wanted: bool) -> Callable[[str], str | None]:
+    return lambda value: "" if _bool_value(value) is wanted else None
+
+
+def _drop_if_one(value: str) -> str | None:
+    return "" if value.isdigit() and int(value) == 1 else None
+
+
+# Keyed by (protobuf message name, field name) as text_format reports an unknown field.
+FORK_FIELDS = {
+    (f.message, f.field): f
+    for f in (
+        ForkField(
+            "PoolingParameter",
+            "ceil_mode",
+            "true rounds the output size up (BVLC round_mode: CEIL), false down (FLOOR)",
+            _ceil_mode,
+        ),
+        ForkField(
+            "BatchNormParameter",
+            "do_all_reduce",
+            "a fork's training option; only false (its default) is known to equal BVLC BatchNorm",
+            _drop_if(False),
+        ),
+        ForkField(
+            "BatchNormParameter",
+            "use_alpha_beta",
+            "a fork's option; only false (its default) is known to equal BVLC BatchNorm",
+            _drop_if(False),
+        ),
+        ForkField(
+            "ConvolutionParameter",
+            "width_group",
+            "a fork's grouping along the width axis; only 1 (its default) is BVLC convolution",
+            _drop_if_one,
+        ),
+        ForkField(
+            "ConvolutionParameter",
+            "height_group",
+            "a fork's grouping along the height axis; only 1 (its default) is BVLC convolution",
+            _drop_if_one,
+        ),
+    )
+}

@@ -40,9 +40,12 @@ def resnet_state_dict(net: Net, config: ResNetConfig) -> dict[str, torch.Tensor]
     return owned_tensors(resnet_arrays(net, config))
 
 
-def resnet_arrays(net: Net, config: ResNetConfig) -> dict[str, np.ndarray]:
+def resnet_arrays(
+    net: Net, config: ResNetConfig, model: CaffeResNet | None = None
+) -> dict[str, np.ndarray]:
     """The state dict of ``CaffeResNet(config)`` as arrays: raw blobs are views of the
-    caffemodel (nothing copied), derived BatchNorm statistics are float64."""
+    caffemodel (nothing copied), derived BatchNorm statistics are float64. ``model``, when
+    given, is that module already built (e.g. on the meta device), to check shapes against."""
     source = net.weights_source or net.source
     state: dict[str, np.ndarray] = {}
 
@@ -97,8 +100,10 @@ def resnet_arrays(net: Net, config: ResNetConfig) -> dict[str, np.ndarray]:
                 conv = caffe_layer(names[0], module, ("Convolution",), 2)
                 state[f"{module}.bias"] = conv.blobs[1]
 
-    with torch.device("meta"):
-        expected = CaffeResNet(config).state_dict()
+    if model is None:
+        with torch.device("meta"):
+            model = CaffeResNet(config)
+    expected = model.state_dict()
     problems = [
         f"{key}: expected {tuple(value.shape)}, found "
         f"{tuple(state[key].shape) if key in state else 'nothing'}"

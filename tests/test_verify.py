@@ -1,0 +1,383 @@
+"""``caffe2torch verify`` (issue 4): passes on correct conversions, fails where they are wrong.
+
+Runs the command in-process (``converter.cli.main``) and reads its ``--json`` report. Every
+bundled fixture passes against Caffe's saved blobs, the NumPy executor and OpenCV; sabotaged
+conversions (stride on the wrong conv, BN scale factor ignored, floor-mode pooling) and a
+tampered reference fail with exit 1 at the blob where the computations part; bad input
+exits 2 with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import converter
+from conftest import (
+    EDGE_CASES,
+    FIXTURES,
+    RESNET_CASES,
+    SHARED_FIXTURES,
+    load_case,
+    shared_cases,
+)
+from converter import ConverterError, references
+from converter.cli import main
+from converter.export import read_converted, write_converted
+from converter.verify import FLOAT32_TOLERANCE, FLOAT64_TOLERANCE, verify
+
+LEGACY = FIXTURES / "legacy_formats"
+KAIMING = FIXTURES / "kaiming"
+ROOT = FIXTURES.parent.parent
+BN_FACTOR = 999.98  # the fixtures store BatchNorm statistics times this factor
+
+# name -> (prototxt, caffemodel, input.npy, blobs.npz, tolerance): every bundled fixture
+BUNDLED = {
+    name: (c.prototxt, c.caffemodel, c.folder / "input.npy", c.folder / "blobs.npz", c.tolerance)
+    for name, c in ((n, load_case(n)) for n in RESNET_CASES + EDGE_CASES)
+}
+BUNDLED["legacy_v1_layers"] = (
+    LEGACY / "v1.prototxt",
+    LEGACY / "v1.caffemodel",
+    LEGACY / "input_v1.npy",
+    LEGACY / "blobs_v1.npz",
+    load_case("legacy_formats").tolerance,
+)
+BUNDLED["legacy_blobdims"] = (  # same net and outputs as resnet18_w8, legacy blob dims
+    *BUNDLED["resnet18_w8"][:1],
+    LEGACY / "legacy_blobdims.caffemodel",
+    *BUNDLED["resnet18_w8"][2:],
+)
+OPENCV_CASES = [*RESNET_CASES, "pool_ceil"]
+NOT_OPENCV = ["bn_variants", "conv_variants"]
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys, tmp_path, *args) -> tuple[int, dict, str, str]:
+    """Run a command with --json; the report as a dict, plus stdout and stderr."""
+    report = tmp_path / "report.json"
+    code, out, err = run(capsys, *args, "--json", report)
+    return code, json.loads(report.read_text()), out, err
+
+
+def blob_count(prototxt, caffemodel) -> int:
+    """Every blob of the net except its input: what a full reference compares."""
+    net = converter.read_net(prototxt, caffemodel)
+    return len(net.blob_names()) - len(net.input_shapes())
+
+
+def assert_one_line_error(err: str, *words: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("caffe2torch: error: "), err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+@pytest.fixture(autouse=True)
+def no_pycaffe(monkeypatch):
+    """'auto' must not find a pycaffe that happens to be installed: it would change the test."""
+
+    def missing():
+        raise ConverterError("pycaffe is not available (test)")
+
+    monkeypatch.setattr(references, "_import_caffe", missing)
+
+
+# ----------------------------------------------------------------------------- correct: pass
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_passes_against_caffes_saved_blobs(name, capsys, tmp_path):
+    prototxt, caffemodel, x, saved, tol = BUNDLED[name]
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel,
+        "--reference", saved, "--input", x, "--tol", tol,
+    )  # fmt: skip
+    assert code == 0, out
+    with np.load(saved) as data:
+        expected = [blob for blob in data.files if blob not in ("data", "input")]
+    assert report["passed"] and report["compared"] == len(expected)
+    assert {row["name"] for row in report["blobs"]} == set(expected)
+    assert report["tolerance"] == tol and report["precision"] == "float32"
+    verdict = out.strip().splitlines()[-1]
+    assert verdict.startswith("PASS") and verdict.endswith(f"of saved blobs {saved.name}")
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_passes_against_the_numpy_reference(name, capsys, tmp_path):
+    prototxt, caffemodel, x, _, _ = BUNDLED[name]
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel, "--reference", "numpy", "--input", x
+    )
+    assert code == 0, out
+    assert report["passed"] and report["failed"] == 0
+    assert report["precision"] == "float64" and report["tolerance"] == FLOAT64_TOLERANCE
+    assert report["compared"] == blob_count(prototxt, caffemodel)
+    assert report["reference"] == "numpy float64"
+
+
+@pytest.mark.parametrize("name", OPENCV_CASES)
+def test_passes_against_opencv(name, capsys, tmp_path):
+    prototxt, caffemodel, x, _, tol = BUNDLED[name]
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel, "--reference", "opencv", "--input", x
+    )
+    assert code == 0, out
+    assert report["reference"].startswith("opencv 4.")
+    assert report["precision"] == "float32"
+    assert report["compared"] == blob_count(prototxt, caffemodel)
+    # The default bar is 1e-3, raised only where our own float32 rounding requires it: it
+    # stays near the case's tolerance, which the same rule set from Caffe's float32 rounding.
+    worst = max(row["rel"] for row in report["blobs"])
+    if name == "resnet152_w8_calibrated":  # ~2e-3 from OpenCV's float32 rounding alone
+        assert worst > FLOAT32_TOLERANCE
+        assert worst <= report["tolerance"] <= 2 * tol
+        assert "x our float32 rounding error" in report["reference"]
+    else:
+        assert worst <= report["tolerance"] == FLOAT32_TOLERANCE
+
+
+@pytest.mark.parametrize("name", NOT_OPENCV)
+def test_opencv_on_layers_it_cannot_run(name, capsys, tmp_path):
+    prototxt, caffemodel, x, _, _ = BUNDLED[name]
+    code, out, err = run(
+        capsys, "verify", prototxt, caffemodel, "--reference", "opencv", "--input", x
+    )
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "OpenCV", "numpy")
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel, "--reference", "auto", "--input", x
+    )
+    assert code == 0
+    assert report["reference"].startswith("numpy float64 (opencv could not run this net")
+    assert report["precision"] == "float64"
+    assert "opencv could not run this net" in out
+
+
+# ----------------------------------------------------------------------------- wrong: fail
+
+
+@pytest.fixture(scope="module")
+def good_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("good")
+    files = {}
+    for name in ("resnet18_w8", "resnet50_w8_calibrated"):
+        case = load_case(name)
+        files[name] = converter.convert(case.prototxt, case.caffemodel, folder / f"{name}.pt")
+    return files
+
+
+def sabotage(good, path, config_edit=None, state_edit=None):
+    """A copy of a converted file with its stored config or tensors changed."""
+    state, metadata = read_converted(good)
+    config = json.loads(metadata["config"])
+    if config_edit:
+        config_edit(config)
+    if state_edit:
+        state_edit(state)
+    return write_converted(state, {**metadata, "config": json.dumps(config)}, path)
+
+
+def no_stride_in_1x1(config):
+    config["stride_in_1x1"] = False  # torchvision's placement: stride on the 3x3
+
+
+def floor_pooling(config):
+    config["maxpool"]["ceil_mode"] = False
+
+
+def bn_factor_ignored(state):
+    for key in state:
+        if key.endswith(("running_mean", "running_var")):
+            state[key] = state[key] * BN_FACTOR
+
+
+SABOTAGE = {
+    # name: (case, config edit, state edit, first blob that must fail)
+    "stride_on_3x3": ("resnet50_w8_calibrated", no_stride_in_1x1, None, "res3a_branch2a"),
+    "bn_factor_ignored": ("resnet18_w8", None, bn_factor_ignored, "conv1"),
+    "floor_pooling": ("resnet18_w8", floor_pooling, None, "pool1"),
+}
+
+
+@pytest.mark.parametrize("name", ["resnet18_w8", "resnet50_w8_calibrated"])
+def test_unsabotaged_converted_files_pass(name, good_files, capsys, tmp_path):
+    """The control for the test below: the same check on the files it starts from."""
+    prototxt, caffemodel, x, _, _ = BUNDLED[name]
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel, "--input", x,
+        "--reference", "numpy", "--converted", good_files[name],
+    )  # fmt: skip
+    assert code == 0 and report["passed"], out
+    assert report["compared"] == blob_count(prototxt, caffemodel)
+
+
+def check_first_failure(report: dict, out: str, first: str) -> dict[str, dict]:
+    """``first`` fails, every blob before it passes, and the table points at it."""
+    assert report["first_failure"] == first
+    names = [row["name"] for row in report["blobs"]]
+    rows = dict(zip(names, report["blobs"]))
+    assert all(rows[n]["passed"] for n in names[: names.index(first)]), "earlier blobs agree"
+    assert f"first divergence at blob '{first}'" in out
+    marked = [line for line in out.splitlines() if line.endswith("<-- first divergence")]
+    assert len(marked) == 1 and marked[0].startswith(f"{first} ")
+    return rows
+
+
+@pytest.mark.parametrize("what", SABOTAGE)
+def test_sabotaged_conversion_fails_at_the_first_wrong_blob(what, good_files, capsys, tmp_path):
+    name, config_edit, state_edit, first = SABOTAGE[what]
+    prototxt, caffemodel, x, _, _ = BUNDLED[name]
+    bad = sabotage(good_files[name], tmp_path / "bad.pt", config_edit, state_edit)
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel, "--input", x,
+        "--reference", "numpy", "--converted", bad,
+    )  # fmt: skip
+    assert code == 1
+    rows = check_first_failure(report, out, first)
+    if what == "floor_pooling":
+        assert rows["pool1"]["problem"] == "shape 2x8x55x55 vs reference 2x8x56x56"
+
+
+def test_sabotaged_conversion_fails_against_caffes_blobs(good_files, capsys, tmp_path):
+    prototxt, caffemodel, x, saved, tol = BUNDLED["resnet18_w8"]
+    bad = sabotage(good_files["resnet18_w8"], tmp_path / "bad.pt", state_edit=bn_factor_ignored)
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel, "--input", x,
+        "--reference", saved, "--tol", tol, "--converted", bad,
+    )  # fmt: skip
+    assert code == 1
+    check_first_failure(report, out, "conv1")
+    assert report["failed"] == report["compared"] == 9  # every saved blob is wrong
+
+
+def test_tampered_reference_names_the_changed_blob(capsys, tmp_path):
+    prototxt, caffemodel, x, saved, tol = BUNDLED["resnet50_w8_calibrated"]
+    with np.load(saved) as data:
+        blobs = dict(data)
+    assert list(blobs)[:4] == ["conv1", "pool1", "res2c", "res3d"]
+    changed = blobs["res3d"].copy()
+    changed[1, 5, 3, 2] += 0.5 * np.abs(changed).max()
+    tampered = tmp_path / "tampered.npz"
+    np.savez(tampered, **{**blobs, "res3d": changed})
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel,
+        "--reference", tampered, "--input", x, "--tol", tol,
+    )  # fmt: skip
+    assert code == 1
+    assert report["first_failure"] == "res3d"
+    assert [row["name"] for row in report["blobs"] if not row["passed"]] == ["res3d"]
+    assert "first divergence at blob 'res3d'" in out
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_json_report_rows_in_network_order(capsys, tmp_path):
+    prototxt, caffemodel, x, _, _ = BUNDLED["resnet18_w8"]
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel, "--reference", "numpy", "--input", x
+    )
+    assert code == 0
+    net = converter.read_net(prototxt, caffemodel)
+    assert [row["name"] for row in report["blobs"]] == net.blob_names()[1:]
+    for row in report["blobs"]:
+        assert set(row) >= {"name", "shape", "max_abs", "rel", "cosine", "passed"}
+        assert row["passed"] and 0 <= row["rel"] <= FLOAT64_TOLERANCE
+        assert row["shape"][0] == 2
+    assert report["topk"]["blob"] == "prob" and report["topk"]["top1"] == 1.0
+    assert report["verdict"] == out.strip().splitlines()[-1]
+
+
+def test_plot_writes_a_png(capsys, tmp_path):
+    prototxt, caffemodel, x, _, _ = BUNDLED["pool_ceil"]
+    plot = tmp_path / "errors.png"
+    code, _, _ = run(
+        capsys, "verify", prototxt, caffemodel, "--reference", "numpy", "--input", x,
+        "--plot", plot,
+    )  # fmt: skip
+    assert code == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_convert_then_verify(capsys, tmp_path):
+    prototxt, caffemodel, x, saved, tol = BUNDLED["resnet50_w8_calibrated"]
+    output = tmp_path / "model.safetensors"
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "convert", prototxt, caffemodel, "-o", output, "--verify",
+        "--reference", saved, "--input", x, "--tol", tol,
+    )  # fmt: skip
+    assert code == 0, out
+    assert out.startswith(f"wrote {output}\n")
+    assert "PASS: 9 blobs" in out and report["passed"] and report["compared"] == 9
+    assert isinstance(converter.load(output), converter.CaffeResNet)
+
+
+def test_image_input_with_mean_file(capsys, tmp_path):
+    prototxt, caffemodel, _, _, _ = BUNDLED["resnet50_w8_calibrated"]
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel, "--reference", "numpy",
+        "--input", ROOT / "examples" / "chelsea.png",
+        "--mean", KAIMING / "ResNet_mean.binaryproto",
+    )  # fmt: skip
+    assert code == 0, out
+    assert report["compared"] == blob_count(prototxt, caffemodel)
+    conv1 = next(row for row in report["blobs"] if row["name"] == "conv1")
+    assert conv1["shape"] == [1, 8, 112, 112]  # one image, whatever the net's batch
+
+
+def test_api_takes_paths_and_arrays():
+    prototxt, caffemodel, x, saved, tol = BUNDLED["pool_ceil"]
+    report = verify(prototxt, caffemodel, reference=saved, input=np.load(x), tolerance=tol)
+    assert report.passed and len(report.rows) == 15
+    # the default input for saved blobs is the one they hold
+    with np.load(saved) as data:
+        assert "data" in data.files
+    assert verify(prototxt, caffemodel, reference=str(saved), tolerance=tol).passed
+
+
+# ----------------------------------------------------------------------------- bad input: exit 2
+
+
+def test_bad_input_exits_2_with_one_line(capsys, tmp_path):
+    prototxt, caffemodel, x, saved, _ = BUNDLED["resnet18_w8"]
+    base = ["verify", prototxt, caffemodel]
+    cases = [
+        (["--reference", "nonsense"], ["unknown reference 'nonsense'"]),
+        (["--reference", "numpy", "--input", tmp_path / "missing.npy"], ["missing.npy"]),
+        (["--reference", tmp_path / "missing.npz"], ["missing.npz", "no such file"]),
+        (["--reference", saved], ["no input blob 'data'", "--input"]),
+        (["--reference", "numpy", "--tol", "-1"], ["tolerance"]),
+        (["--reference", "numpy", "--converted", tmp_path / "none.pt"], ["none.pt"]),
+        (["--reference", "caffe"], ["pycaffe"]),
+    ]
+    for extra, words in cases:
+        code, out, err = run(capsys, *base, *extra)
+        assert code == 2, (extra, out, err)
+        assert_one_line_error(err, *words)
+
+
+# ----------------------------------------------------------------------------- slow: every case
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", shared_cases())
+def test_shared_cases_pass_against_saved_blobs_and_numpy(name):
+    case = load_case(name, SHARED_FIXTURES)
+    x = case.folder / "input.npy"
+    saved = case.folder / "blobs.npz"
+    report = verify(
+        case.prototxt, case.caffemodel, reference=saved, input=x, tolerance=case.tolerance
+    )
+    assert report.passed, report.verdict()
+    report = verify(case.prototxt, case.caffemodel, reference="numpy", input=x)
+    assert report.passed, report.verdict()
+    assert len(report.rows) == blob_count(case.prototxt, case.caffemodel)
