@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from converter.api import blobs, build_model, convert, load  # noqa: E402
+from converter.api import NonFiniteWeightsWarning, blobs, build_model, convert, load  # noqa: E402
 from converter.errors import ConverterError  # noqa: E402
 from converter.io.caffemodel import read_blob, read_weights  # noqa: E402
 from converter.net import Layer, Net, read_net, write_caffemodel  # noqa: E402
@@ -19,6 +19,7 @@ from converter.resnet import (  # noqa: E402
 __all__ = [
     "CaffeResNet",
     "ConverterError",
+    "NonFiniteWeightsWarning",
     "Layer",
     "Net",
     "blobs",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -54,15 +55,29 @@ def load_case(name: str, root: Path = FIXTURES) -> Case:
     return Case(name, folder, json.loads((folder / "case.json").read_text()))
 
 
-def shared_cases() -> list[str]:
-    """Every ResNet/edge case in ../shared/fixtures, when that folder exists."""
+NO_SHARED = "<no ../shared/fixtures>"
+
+
+def shared_cases(prefix: str = "") -> list[str]:
+    """Every case in ../shared/fixtures whose name starts with ``prefix``; when that folder is
+    not beside the checkout, one placeholder name, which ``shared_case`` turns into a skip."""
     if not SHARED_FIXTURES.is_dir():
-        return []
-    return sorted(
+        return [NO_SHARED]
+    names = sorted(
         p.name
         for p in SHARED_FIXTURES.iterdir()
-        if (p / "case.json").is_file() and (p / f"{p.name}.caffemodel").is_file()
+        if p.name.startswith(prefix)
+        and (p / "case.json").is_file()
+        and (p / f"{p.name}.caffemodel").is_file()
     )
+    return names or [NO_SHARED]
+
+
+def shared_case(name: str) -> Case:
+    """A case of ../shared/fixtures; skips the test when it is not there."""
+    if not (SHARED_FIXTURES / name / "case.json").is_file():
+        pytest.skip(f"{SHARED_FIXTURES / name} is not beside this checkout")
+    return load_case(name, SHARED_FIXTURES)
 
 
 def rel_error(ours: np.ndarray, ref: np.ndarray) -> float:

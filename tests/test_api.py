@@ -16,7 +16,14 @@ import torch
 from safetensors import safe_open
 
 import converter
-from conftest import EDGE_CASES, RESNET_CASES, SHARED_FIXTURES, load_case, rel_error, shared_cases
+from conftest import (
+    EDGE_CASES,
+    RESNET_CASES,
+    load_case,
+    rel_error,
+    shared_case,
+    shared_cases,
+)
 from converter import CaffeResNet, ConverterError
 from converter.cli import main
 from converter.export import read_converted, write_converted
@@ -24,7 +31,7 @@ from converter.generic import CaffeGraph
 from converter.resnet import kaiming_config
 
 FORMATS = {"safetensors": ".safetensors", "pt": ".pt"}
-SHARED_RESNETS = [name for name in shared_cases() if name.startswith("resnet")]
+SHARED_RESNETS = shared_cases("resnet")
 
 
 def sha256(path) -> str:
@@ -232,7 +239,7 @@ def test_load_needs_the_caffemodel_with_a_prototxt():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SHARED_RESNETS)
 def test_shared_resnets_convert_load_and_match_caffe(name, tmp_path):
-    case = load_case(name, SHARED_FIXTURES)
+    case = shared_case(name)
     path = converter.convert(case.prototxt, case.caffemodel, tmp_path / f"{name}.safetensors")
     model = converter.load(path)
     assert isinstance(model, CaffeResNet)

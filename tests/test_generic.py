@@ -16,9 +16,9 @@ from conftest import (
     EDGE_CASES,
     FIXTURES,
     RESNET_CASES,
-    SHARED_FIXTURES,
     load_case,
     rel_error,
+    shared_case,
     shared_cases,
 )
 from converter import ConverterError, read_net, write_caffemodel
@@ -95,11 +95,9 @@ def test_legacy_blobdims_caffemodel_matches_caffe():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", shared_cases() or ["<no shared fixtures>"])
+@pytest.mark.parametrize("name", shared_cases())
 def test_shared_case_matches_caffe(name):
-    if not shared_cases():
-        pytest.skip(f"{SHARED_FIXTURES} is not there")
-    case = load_case(name, SHARED_FIXTURES)
+    case = shared_case(name)
     model = CaffeGraph.from_net(read_net(case.prototxt, case.caffemodel))
     assert_matches_caffe(model, case.input, case.blobs, case.tolerance, torch.float32)
 

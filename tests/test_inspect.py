@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from conftest import EDGE_CASES, FIXTURES, RESNET_CASES, SHARED_FIXTURES, load_case, shared_cases
+from conftest import (
+    EDGE_CASES,
+    FIXTURES,
+    RESNET_CASES,
+    load_case,
+    shared_case,
+    shared_cases,
+)
 from converter.cli import main
 
 
@@ -37,11 +44,9 @@ def test_json_equals_caffe_layer_table(capsys, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", shared_cases() or ["<no ../shared/fixtures>"])
+@pytest.mark.parametrize("name", shared_cases())
 def test_json_equals_caffe_layer_table_for_every_shared_case(capsys, name):
-    if not SHARED_FIXTURES.is_dir():
-        pytest.skip("../shared/fixtures is not beside this checkout")
-    case = load_case(name, SHARED_FIXTURES)
+    case = shared_case(name)
     if "layers" not in case.info:
         pytest.skip(f"{name} has no Caffe layer table")
     assert_matches_caffe_table(inspect_json(capsys, case.prototxt, case.caffemodel), case.info)

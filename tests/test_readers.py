@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 import converter
-from conftest import EDGE_CASES, FIXTURES, RESNET_CASES, SHARED_FIXTURES, load_case, shared_cases
+from conftest import (
+    EDGE_CASES,
+    FIXTURES,
+    RESNET_CASES,
+    load_case,
+    shared_case,
+    shared_cases,
+)
 from converter import caffe_pb2
 from converter.io.caffemodel import read_caffemodel
 from converter.io.prototxt import parse_prototxt
@@ -63,11 +70,9 @@ def test_shapes_match_caffe_layer_table(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", shared_cases() or ["<no ../shared/fixtures>"])
+@pytest.mark.parametrize("name", shared_cases())
 def test_every_shared_fixture_reads_exactly(name):
-    if not SHARED_FIXTURES.is_dir():
-        pytest.skip("../shared/fixtures is not beside this checkout")
-    case = load_case(name, SHARED_FIXTURES)
+    case = shared_case(name)
     net = converter.read_net(case.prototxt, case.caffemodel)
     assert_shapes_match_caffe(net, case.info)
     with np.load(case.folder / "params.npz") as params:

@@ -12,9 +12,9 @@ from conftest import (
     EDGE_CASES,
     FIXTURES,
     RESNET_CASES,
-    SHARED_FIXTURES,
     load_case,
     rel_error,
+    shared_case,
     shared_cases,
 )
 from converter.errors import ConverterError
@@ -46,17 +46,15 @@ def test_bundled_case_matches_caffe(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", shared_cases() or ["<no ../shared/fixtures>"])
+@pytest.mark.parametrize("name", shared_cases())
 def test_shared_case_matches_caffe(name):
-    if not SHARED_FIXTURES.is_dir():
-        pytest.skip("../shared/fixtures is not there")
-    _check_case(load_case(name, SHARED_FIXTURES))
+    _check_case(shared_case(name))
 
 
 @pytest.mark.slow
 def test_every_blob_of_resnet50_matches_caffe():
     """blobs_all.npz holds all 74 blobs: each one as Caffe left it after its in-place layers."""
-    case = load_case("resnet50_w8", SHARED_FIXTURES)
+    case = shared_case("resnet50_w8")
     if not (case.folder / "blobs_all.npz").is_file():
         pytest.skip("../shared/fixtures/resnet50_w8/blobs_all.npz is not there")
     net = read_net(case.prototxt, case.caffemodel)

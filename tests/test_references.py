@@ -16,9 +16,9 @@ from conftest import (
     EDGE_CASES,
     RESNET_CASES,
     ROOT,
-    SHARED_FIXTURES,
     load_case,
     rel_error,
+    shared_case,
     shared_cases,
 )
 from converter import references
@@ -182,7 +182,7 @@ def test_opencv_missing_or_too_new_is_a_clear_error(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", shared_cases())
 def test_opencv_matches_caffe_on_shared_fixture(name, tmp_path):
-    case = load_case(name, SHARED_FIXTURES)
+    case = shared_case(name)
     unsupported = OPENCV_UNSUPPORTED.get(name, [])
     prototxt = without_layers(case, unsupported, tmp_path) if unsupported else case.prototxt
     got = opencv_blobs(prototxt, case.caffemodel, case_input(case))
@@ -192,7 +192,7 @@ def test_opencv_matches_caffe_on_shared_fixture(name, tmp_path):
 @pytest.mark.slow
 def test_opencv_matches_every_blob_of_resnet50_w8():
     """blobs_all.npz holds all 74 blobs (every in-place chain's final value)."""
-    case = load_case("resnet50_w8", SHARED_FIXTURES)
+    case = shared_case("resnet50_w8")
     if not (case.folder / "blobs_all.npz").is_file():
         pytest.skip("needs ../shared/fixtures/resnet50_w8/blobs_all.npz")
     with np.load(case.folder / "blobs_all.npz") as data:

@@ -17,7 +17,15 @@ import torch
 import torch.nn.functional as F
 from google.protobuf import text_format
 
-from conftest import FIXTURES, RESNET_CASES, SHARED_FIXTURES, load_case, rel_error, shared_cases
+from conftest import (
+    FIXTURES,
+    RESNET_CASES,
+    SHARED_FIXTURES,
+    load_case,
+    rel_error,
+    shared_case,
+    shared_cases,
+)
 from converter import caffe_pb2, read_net, write_caffemodel
 from converter.errors import ConverterError
 from converter.io.prototxt import parse_prototxt
@@ -36,7 +44,7 @@ from converter.resnet import (
 )
 
 KAIMING = FIXTURES / "kaiming"
-SHARED_RESNETS = [name for name in shared_cases() if name.startswith("resnet")]
+SHARED_RESNETS = shared_cases("resnet")
 BN_FACTOR = np.float32(999.98)
 
 
@@ -330,6 +338,7 @@ def test_bundled_resnets_match_caffe(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SHARED_RESNETS)
 def test_shared_resnets_match_caffe(name):
+    shared_case(name)  # skips when ../shared/fixtures is absent
     errors = check_case(name, SHARED_FIXTURES)
     print(f"{name}: worst {max(errors.values()):.2e} at {max(errors, key=errors.get)}")
 
@@ -367,7 +376,7 @@ def test_every_blob_and_every_layer_output_is_what_caffe_holds():
     folder = SHARED_FIXTURES / "resnet50_w8"
     if not (folder / "layer_outputs.npz").exists():
         pytest.skip("needs ../shared/fixtures/resnet50_w8 (every blob, every layer output)")
-    case = load_case("resnet50_w8", SHARED_FIXTURES)
+    case = shared_case("resnet50_w8")
     net = read_net(case.prototxt, case.caffemodel)
     model = convert(net)
     with np.load(folder / "blobs_all.npz") as data:

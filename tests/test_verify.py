@@ -19,8 +19,8 @@ from conftest import (
     EDGE_CASES,
     FIXTURES,
     RESNET_CASES,
-    SHARED_FIXTURES,
     load_case,
+    shared_case,
     shared_cases,
 )
 from converter import ConverterError, references
@@ -371,7 +371,7 @@ def test_bad_input_exits_2_with_one_line(capsys, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", shared_cases())
 def test_shared_cases_pass_against_saved_blobs_and_numpy(name):
-    case = load_case(name, SHARED_FIXTURES)
+    case = shared_case(name)
     x = case.folder / "input.npy"
     saved = case.folder / "blobs.npz"
     report = verify(
