@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from converter import __version__
-from converter.errors import ConverterError
+from converter.errors import ConverterError, file_error
 from converter.export import owned_tensors, read_converted, write_converted
 from converter.net import Net, read_net
 
@@ -162,7 +162,7 @@ def _sha256(path: Path, stop: threading.Event | None = None) -> str:
             while (size := handle.readinto(buffer)) and not (stop and stop.is_set()):
                 digest.update(view[:size])
     except OSError as exc:
-        raise ConverterError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise file_error(path, exc) from None
     return digest.hexdigest()
 
 

@@ -6,3 +6,14 @@ class ConverterError(Exception):
 
     Messages start with the file they concern and name the layer or blob where one applies.
     """
+
+
+def file_error(path: object, exc: OSError) -> ConverterError:
+    """The one-line error for a file that cannot be opened or read, saying why."""
+    if isinstance(exc, FileNotFoundError):
+        return ConverterError(f"{path}: no such file")
+    if isinstance(exc, IsADirectoryError):
+        return ConverterError(f"{path}: is a directory, expected a file")
+    if isinstance(exc, PermissionError):
+        return ConverterError(f"{path}: permission denied")
+    return ConverterError(f"{path}: cannot read ({exc.strerror or exc})")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.errors import ConverterError
+from converter.errors import ConverterError, file_error
 from converter.io.atomic import atomic_write
 from converter.io.upgrade import V1_TYPE_NAMES
 
@@ -223,18 +223,14 @@ def _parse_layer(buf, start: int, end: int, v1: bool) -> StoredLayer:
 def _map_file(path: Path) -> mmap.mmap | bytes:
     try:
         if path.is_dir():
-            raise ConverterError(f"{path}: is a directory, expected a file")
+            raise IsADirectoryError
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size == 0:
                 raise ConverterError(f"{path}: file is empty")
             return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    except FileNotFoundError:
-        raise ConverterError(f"{path}: no such file") from None
-    except PermissionError:
-        raise ConverterError(f"{path}: permission denied") from None
     except OSError as exc:
-        raise ConverterError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise file_error(path, exc) from None
 
 
 def read_caffemodel(path: str | os.PathLike) -> list[StoredLayer]:

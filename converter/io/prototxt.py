@@ -9,7 +9,7 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from converter import caffe_pb2
-from converter.errors import ConverterError
+from converter.errors import ConverterError, file_error
 from converter.io.upgrade import FORK_FIELDS, upgrade_net
 
 
@@ -18,14 +18,8 @@ def read_text(path: str | os.PathLike) -> str:
     path = Path(path)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConverterError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ConverterError(f"{path}: is a directory, expected a file") from None
-    except PermissionError:
-        raise ConverterError(f"{path}: permission denied") from None
     except OSError as exc:
-        raise ConverterError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise file_error(path, exc) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
