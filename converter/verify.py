@@ -73,6 +73,25 @@ def _check_converted_input(model: nn.Module, net: Net, converted: str | os.PathL
         )
 
 
+def _check_memory(net: Net, input_name: str, shape: tuple[int, ...]) -> None:
+    """Refuse, with one line, an input whose blobs cannot fit in memory (rather than be killed).
+
+    Both sides keep every blob in float64 until the comparison: about 16 bytes per value.
+    """
+    values = sum(math.prod(s) for s in net.blob_shapes({input_name: shape}).values())
+    need = 16 * values
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise ConverterError(
+            f"{net.source}: verifying with input {tuple(shape)} needs about "
+            f"{need / 2**30:.1f} GiB for the blobs of both sides, more than this machine's "
+            f"{have / 2**30:.1f} GiB; give a smaller input (--input FILE.npy)"
+        )
+
+
 def _float32_rounding(ours32: dict[str, np.ndarray], ours64: dict[str, torch.Tensor]) -> float:
     """The worst per-blob max|float32 - float64| / max|float64| of our own model."""
     worst = 0.0
@@ -130,8 +149,11 @@ def verify(
         raise ConverterError(
             f"unknown reference '{reference}': use auto, numpy, opencv, caffe or a .npz file"
         )
+    input_name, declared = next(iter(net.input_shapes().items()))
+    if input is None and saved is None:
+        _check_memory(net, input_name, declared)  # before making the random input
     x = _choose_input(net, input, mean, scale, saved)
-    input_name = next(iter(net.input_shapes()))
+    _check_memory(net, input_name, x.shape)
     order = net.blob_names()
 
     ref, label, note = None, "", ""

@@ -381,3 +381,20 @@ def test_shared_cases_pass_against_saved_blobs_and_numpy(name):
     report = verify(case.prototxt, case.caffemodel, reference="numpy", input=x)
     assert report.passed, report.verdict()
     assert len(report.rows) == blob_count(case.prototxt, case.caffemodel)
+
+
+def test_an_input_too_big_for_memory_is_refused_before_allocating(capsys, tmp_path):
+    prototxt = tmp_path / "big.prototxt"
+    prototxt.write_text(
+        'layer { name: "in" type: "Input" top: "data"\n'
+        "  input_param { shape { dim: 64 dim: 3 dim: 40000 dim: 40000 } } }\n"
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+        "  convolution_param { num_output: 2 kernel_size: 3 } }\n"
+    )
+    net = converter.read_net(prototxt)
+    net.layers[1].blobs = [np.zeros((2, 3, 3, 3), np.float32), np.zeros(2, np.float32)]
+    caffemodel = tmp_path / "big.caffemodel"
+    converter.write_caffemodel(net, caffemodel)
+    code, out, err = run(capsys, "verify", str(prototxt), str(caffemodel), "--reference", "numpy")
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "big.prototxt", "GiB", "(64, 3, 40000, 40000)")
