@@ -87,8 +87,8 @@ def _check_memory(net: Net, input_name: str, shape: tuple[int, ...]) -> None:
     if need > have:
         raise ConverterError(
             f"{net.source}: verifying with input {tuple(shape)} needs about "
-            f"{need / 2**30:.1f} GiB for the blobs of both sides, more than this machine's "
-            f"{have / 2**30:.1f} GiB; give a smaller input (--input FILE.npy)"
+            f"{need / 2**30:.1f} GiB for the blobs of both sides, more than this machine's memory ("
+            f"{have / 2**30:.1f} GiB); give a smaller input (--input FILE.npy)"
         )
 
 
