@@ -1,0 +1,58 @@
+"""Classify an image with a converted Caffe model, preprocessing it the way Caffe did.
+
+    python examples/classify.py ResNet-50-deploy.prototxt ResNet-50-model.caffemodel cat.jpg \
+        --mean ResNet_mean.binaryproto --labels synset_words.txt
+    python examples/classify.py resnet50.safetensors cat.jpg --mean 104,117,123
+
+The image is resized, center-cropped to the net's input size, turned to BGR 0-255 and has
+the training mean subtracted (Kaiming's models: the per-pixel mean image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+import converter
+from converter.export import read_converted
+from converter.preprocess import load_input
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", nargs="+", help="PROTOTXT CAFFEMODEL, or a converted file")
+    parser.add_argument("image", help="an image file (png, jpg, ...)")
+    parser.add_argument("--mean", help="FILE.binaryproto or B,G,R (default: no mean)")
+    parser.add_argument("--labels", help="a text file with one class name per line")
+    parser.add_argument("--top", type=int, default=5, help="how many classes to print")
+    args = parser.parse_args(argv)
+    try:
+        if len(args.model) == 2:
+            model = converter.load(*args.model)
+            shape = next(iter(converter.read_net(args.model[0]).input_shapes().values()))
+        elif len(args.model) == 1:
+            model = converter.load(args.model[0])
+            shapes = json.loads(read_converted(args.model[0])[1]["input_shapes"])
+            shape = next(iter(shapes.values()))
+        else:
+            parser.error("give PROTOTXT CAFFEMODEL or one converted file")
+        x = torch.from_numpy(load_input(args.image, shape, mean=args.mean))
+        with torch.no_grad():
+            scores = model(x)[0].flatten()
+    except converter.ConverterError as exc:
+        print(f"classify: error: {exc}", file=sys.stderr)
+        return 2
+    names = Path(args.labels).read_text().splitlines() if args.labels else []
+    values, indices = scores.topk(min(args.top, scores.numel()))
+    for value, index in zip(values.tolist(), indices.tolist()):
+        label = names[index] if index < len(names) else f"class {index}"
+        print(f"{value:10.4f}  {label}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
