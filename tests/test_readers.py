@@ -193,6 +193,19 @@ def test_double_data_and_unpacked_floats_read(tmp_path):
     assert read_caffemodel(path)[1].type == ""
 
 
+def test_writer_keeps_zero_d_and_empty_blobs(tmp_path):
+    """conv_variants' channel-shared PReLU slope is a 0-d blob (Caffe saves it with no dims)."""
+    case = load_case("conv_variants")
+    net = converter.read_net(case.prototxt, case.caffemodel)
+    assert net.layer("prelu_shared").blobs[0].shape == ()
+    out = tmp_path / "copy.caffemodel"
+    converter.write_caffemodel(net, out)
+    again = converter.read_net(case.prototxt, out)
+    for a, b in zip(net.layers, again.layers):
+        assert [x.shape for x in a.blobs] == [y.shape for y in b.blobs], a.name
+        assert all(np.array_equal(x, y) for x, y in zip(a.blobs, b.blobs)), a.name
+
+
 def test_writer_round_trip_is_readable_by_protobuf(tmp_path):
     case = load_case("resnet18_w8")
     net = converter.read_net(case.prototxt, case.caffemodel)

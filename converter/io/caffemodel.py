@@ -306,10 +306,11 @@ def _len_field(number: int, payload_size: int) -> bytes:
 
 def _blob_parts(array: np.ndarray) -> list[bytes | memoryview]:
     """BlobProto bytes for ``array``: shape then packed float32 data (big data not copied)."""
-    data = np.ascontiguousarray(array, dtype="<f4")
-    dims = b"".join(_encode_varint(int(d)) for d in data.shape)
-    shape_msg = _len_field(_SHAPE_DIM, len(dims)) + dims if data.ndim else b""
-    raw = memoryview(data.reshape(-1)).cast("B")  # flat: a shape with a 0 cannot be cast
+    array = np.asarray(array, dtype="<f4")
+    dims = b"".join(_encode_varint(int(d)) for d in array.shape)
+    shape_msg = _len_field(_SHAPE_DIM, len(dims)) + dims if array.ndim else b""
+    # flat (ascontiguousarray also turns a 0-d array into 1-d: the shape comes from above)
+    raw = memoryview(np.ascontiguousarray(array).reshape(-1)).cast("B")
     head = _len_field(_BLOB_SHAPE, len(shape_msg)) + shape_msg + _len_field(_BLOB_DATA, raw.nbytes)
     return [head, raw]
 

@@ -10,6 +10,7 @@ from google.protobuf import text_format
 
 from converter import caffe_pb2
 from converter.errors import ConverterError, file_error
+from converter.io.textproto import parse_text
 from converter.io.upgrade import FORK_FIELDS, upgrade_net
 
 
@@ -35,8 +36,12 @@ def parse_prototxt(text: str, source: str = "<prototxt>") -> caffe_pb2.NetParame
     """Parse text-format NetParameter and upgrade legacy forms; errors carry line:column.
 
     Known fields of Caffe forks (``FORK_FIELDS``) are rewritten to their BVLC meaning where
-    the parser reports them, one at a time, and the text is parsed again.
+    the parser reports them, one at a time, and the text is parsed again. Texts that
+    ``textproto.parse_text`` reads (it gives text_format's result) skip text_format.
     """
+    net = parse_text(text, caffe_pb2.NetParameter())  # fast; None: leave it to text_format
+    if net is not None:
+        return upgrade_net(net, source)
     translated: dict[int, str] = {}  # line -> what was rewritten there, to explain later errors
     for _ in range(len(text) + 1):  # each pass removes one fork field, so this always ends
         net = caffe_pb2.NetParameter()  # Parse does not clear what a failed pass merged
