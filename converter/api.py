@@ -18,7 +18,7 @@ from torch import nn
 from converter import __version__
 from converter.errors import ConverterError, file_error
 from converter.export import owned_tensors, read_converted, write_converted
-from converter.net import Net, read_net
+from converter.net import Net, gc_paused, read_net
 
 INPUT_CONVENTION = (
     "Caffe convention: NCHW, BGR channel order, values 0-255 minus the training mean "
@@ -223,7 +223,8 @@ def convert(
             warn_non_finite(net)
             if progress:
                 progress("read", 1, 1)
-            model, arrays = _structure_and_arrays(net, generic, fuse_bn)
+            with gc_paused():  # many small objects, no cycles: see gc_paused
+                model, arrays = _structure_and_arrays(net, generic, fuse_bn)
             missing = [key for key in model.state_dict() if key not in arrays]
             if missing:
                 raise ConverterError(f"{caffemodel}: no weights for {', '.join(missing[:5])}")

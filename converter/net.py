@@ -7,9 +7,11 @@ NumPy arrays. ``Net.shapes()`` runs Caffe's shape inference for a given input sh
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -128,10 +130,28 @@ def read_net(prototxt: str | os.PathLike, caffemodel: str | os.PathLike | None =
     Checks the pair the way Caffe does when it copies trained layers, only stricter: every
     layer that needs parameters must find them, with the shapes the prototxt implies.
     """
-    net = net_from_param(read_prototxt(prototxt), str(prototxt))
-    if caffemodel is not None:
-        attach_weights(net, read_caffemodel(caffemodel), str(caffemodel))
+    with gc_paused():
+        net = net_from_param(read_prototxt(prototxt), str(prototxt))
+        if caffemodel is not None:
+            attach_weights(net, read_caffemodel(caffemodel), str(caffemodel))
     return net
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a bounded burst of work.
+
+    Reading and mapping a net make many small objects but no reference cycles; the
+    allocations alone can trigger a full collection over everything imported (with torch,
+    hundreds of thousands of objects), which costs more than reading a prototxt.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def net_from_param(param: caffe_pb2.NetParameter, source: str = "<net>") -> Net:
