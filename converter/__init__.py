@@ -1,39 +1,51 @@
-"""caffe2torch: Caffe models in PyTorch, with proof that the numbers match."""
+"""caffe2torch: Caffe models in PyTorch, with proof that the numbers match.
+
+The readers load eagerly (NumPy and protobuf only); the names that need PyTorch load on
+first use, so ``caffe2torch inspect`` and ``read_net`` do not pay for importing torch.
+"""
+
+import importlib
+
+from converter.errors import ConverterError
+from converter.io.caffemodel import read_blob, read_weights
+from converter.net import Layer, Net, read_net, write_caffemodel
 
 __version__ = "0.1.0"
 
-from converter.api import NonFiniteWeightsWarning, blobs, build_model, convert, load  # noqa: E402
-from converter.errors import ConverterError  # noqa: E402
-from converter.io.caffemodel import read_blob, read_weights  # noqa: E402
-from converter.net import Layer, Net, read_net, write_caffemodel  # noqa: E402
-from converter.resnet import (  # noqa: E402
-    CaffeResNet,
-    recognize,
-    resnet18_caffe,
-    resnet34_caffe,
-    resnet50_caffe,
-    resnet101_caffe,
-    resnet152_caffe,
-)
+_LAZY = {
+    "NonFiniteWeightsWarning": "converter.api",
+    "blobs": "converter.api",
+    "build_model": "converter.api",
+    "convert": "converter.api",
+    "load": "converter.api",
+    "CaffeResNet": "converter.resnet",
+    "recognize": "converter.resnet",
+    "resnet18_caffe": "converter.resnet",
+    "resnet34_caffe": "converter.resnet",
+    "resnet50_caffe": "converter.resnet",
+    "resnet101_caffe": "converter.resnet",
+    "resnet152_caffe": "converter.resnet",
+}
 
 __all__ = [
-    "CaffeResNet",
     "ConverterError",
-    "NonFiniteWeightsWarning",
     "Layer",
     "Net",
-    "blobs",
-    "build_model",
-    "convert",
-    "load",
     "read_blob",
     "read_net",
     "read_weights",
-    "recognize",
-    "resnet18_caffe",
-    "resnet34_caffe",
-    "resnet50_caffe",
-    "resnet101_caffe",
-    "resnet152_caffe",
     "write_caffemodel",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'converter' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

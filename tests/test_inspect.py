@@ -74,3 +74,18 @@ def test_unknown_layer_type_still_lists_what_it_can(tmp_path, capsys):
     rows = inspect_json(capsys, path)
     assert rows[0]["top_shapes"] == [[1, 3]]
     assert rows[1]["type"] == "MysteryOp" and rows[1]["param_shapes"] is None
+
+
+def test_inspect_does_not_import_torch():
+    """Reading and inspecting need NumPy and protobuf only; torch costs seconds to import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from converter.cli import main; "
+        f"main(['inspect', {str(FIXTURES / 'kaiming' / 'ResNet-50-deploy.prototxt')!r}]); "
+        "sys.stderr.write(str('torch' in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "ResNet-50: 229 layers" in done.stdout
+    assert done.stderr.strip() == "False"
