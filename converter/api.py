@@ -78,14 +78,22 @@ def _has_weights(net: Net) -> bool:
     return any(layer.blobs for layer in net.layers)
 
 
-def _materialize(model: nn.Module, arrays: dict[str, np.ndarray], dtype: torch.dtype) -> nn.Module:
+def _check_complete(model: nn.Module, arrays: dict[str, np.ndarray], source: str) -> None:
+    """Every tensor of the model must come from the caffemodel."""
+    missing = [key for key in model.state_dict() if key not in arrays]
+    if missing:
+        raise ConverterError(f"{source}: no weights for {', '.join(missing[:5])}")
+
+
+def _materialize(
+    model: nn.Module, arrays: dict[str, np.ndarray], dtype: torch.dtype, source: str
+) -> nn.Module:
     """Give a meta-device model real storage in ``dtype`` and load ``arrays`` into it."""
+    if arrays:
+        _check_complete(model, arrays, source)
     model = model.to_empty(device="cpu")
     model.to(dtype)
     state = model.state_dict()
-    missing = [key for key in state if key not in arrays]
-    if missing and arrays:
-        raise ConverterError(f"no weights for {', '.join(missing[:5])}")
     model.load_state_dict(owned_tensors(arrays), strict=bool(arrays))
     if not arrays:  # a net without its caffemodel: deterministic placeholder values
         with torch.no_grad():
@@ -134,7 +142,7 @@ def build_model(net: Net, generic: bool = False, dtype: torch.dtype = torch.floa
     """
     warn_non_finite(net)
     model, arrays = _structure_and_arrays(net, generic)
-    return _materialize(model, arrays, dtype)
+    return _materialize(model, arrays, dtype, net.weights_source or net.source)
 
 
 def model_from_config(config: dict) -> nn.Module:
@@ -225,9 +233,7 @@ def convert(
                 progress("read", 1, 1)
             with gc_paused():  # many small objects, no cycles: see gc_paused
                 model, arrays = _structure_and_arrays(net, generic, fuse_bn)
-            missing = [key for key in model.state_dict() if key not in arrays]
-            if missing:
-                raise ConverterError(f"{caffemodel}: no weights for {', '.join(missing[:5])}")
+            _check_complete(model, arrays, str(caffemodel))
             metadata = _metadata(model, net)
             write_progress = (
                 (lambda done, total: progress("write", done, total)) if progress else None
