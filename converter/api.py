@@ -9,7 +9,9 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,36 +28,46 @@ INPUT_CONVENTION = (
 )
 
 
-def _structure_and_arrays(
-    net: Net, generic: bool, fuse_bn: bool = False
-) -> tuple[nn.Module, dict[str, np.ndarray]]:
-    """An empty model (on the meta device: no memory) and its state dict as arrays.
+@dataclass
+class _Plan:
+    """A conversion before any module exists: the architecture, the state dict it expects
+    and the arrays that fill it (views of the caffemodel where possible, nothing copied)."""
 
-    ``CaffeResNet`` when the net is a ResNet of Kaiming's form, else the generic module.
-    Arrays are views of the caffemodel where possible, so nothing is copied yet.
-    ``fuse_bn`` folds BatchNorm+Scale into the convs (ResNets only).
+    config: dict[str, Any]  # what the model's caffe_config() returns
+    shapes: dict[str, tuple[int, ...]]  # the model's state dict: name -> shape
+    arrays: dict[str, np.ndarray]
+    build: Callable[[], nn.Module]  # the empty model, on the meta device
+
+
+def _plan(net: Net, generic: bool, fuse_bn: bool = False) -> _Plan:
+    """``CaffeResNet`` when the net is a ResNet of Kaiming's form, else the generic module.
+
+    A ResNet is planned from its config alone: its modules are built only when a model is
+    wanted (``build``), which a conversion never needs. ``fuse_bn`` folds BatchNorm+Scale
+    into the convs (ResNets only).
     """
     from converter.generic import CaffeGraph, graph_arrays
 
     reason = ""
     if not generic:
-        from converter.resnet import CaffeResNet, recognize, resnet_arrays
+        from converter.resnet import CaffeResNet, recognize, resnet_arrays, state_shapes
 
         try:
             config = recognize(net)
         except ConverterError as not_resnet:
             reason = str(not_resnet)
         else:
-            with torch.device("meta"):
-                model = CaffeResNet(config)
-            arrays = resnet_arrays(net, config, model) if _has_weights(net) else {}
+            arrays = resnet_arrays(net, config) if _has_weights(net) else {}
             if fuse_bn:
                 from converter.fuse import fuse_resnet
 
                 config, arrays = fuse_resnet(config, arrays)
+
+            def build_resnet(config=config) -> nn.Module:
                 with torch.device("meta"):
-                    model = CaffeResNet(config)
-            return model, arrays
+                    return CaffeResNet(config)
+
+            return _Plan(config.caffe_config(), state_shapes(config), arrays, build_resnet)
     if fuse_bn:
         why = "--generic was asked for" if generic else reason
         raise ConverterError(
@@ -71,31 +83,30 @@ def _structure_and_arrays(
                 f"{exc} (the ResNet converter did not apply either: {reason})"
             ) from None
         raise
-    return model, graph_arrays(model, net)
+    shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    return _Plan(model.caffe_config(), shapes, graph_arrays(model, net), lambda: model)
 
 
 def _has_weights(net: Net) -> bool:
     return any(layer.blobs for layer in net.layers)
 
 
-def _check_complete(model: nn.Module, arrays: dict[str, np.ndarray], source: str) -> None:
+def _check_complete(plan: _Plan, source: str) -> None:
     """Every tensor of the model must come from the caffemodel."""
-    missing = [key for key in model.state_dict() if key not in arrays]
+    missing = [key for key in plan.shapes if key not in plan.arrays]
     if missing:
         raise ConverterError(f"{source}: no weights for {', '.join(missing[:5])}")
 
 
-def _materialize(
-    model: nn.Module, arrays: dict[str, np.ndarray], dtype: torch.dtype, source: str
-) -> nn.Module:
-    """Give a meta-device model real storage in ``dtype`` and load ``arrays`` into it."""
-    if arrays:
-        _check_complete(model, arrays, source)
-    model = model.to_empty(device="cpu")
+def _materialize(plan: _Plan, dtype: torch.dtype, source: str) -> nn.Module:
+    """The planned model with real storage in ``dtype``, holding the planned arrays."""
+    if plan.arrays:
+        _check_complete(plan, source)
+    model = plan.build().to_empty(device="cpu")
     model.to(dtype)
     state = model.state_dict()
-    model.load_state_dict(owned_tensors(arrays), strict=bool(arrays))
-    if not arrays:  # a net without its caffemodel: deterministic placeholder values
+    model.load_state_dict(owned_tensors(plan.arrays), strict=bool(plan.arrays))
+    if not plan.arrays:  # a net without its caffemodel: deterministic placeholder values
         with torch.no_grad():
             for tensor in state.values():
                 if tensor.is_floating_point():
@@ -108,10 +119,15 @@ class NonFiniteWeightsWarning(UserWarning):
 
 
 def warn_non_finite(net: Net) -> None:
-    """One warning naming every blob with NaN or Inf values (the CLI prints it as one line).
+    """One warning naming every blob with NaN or Inf values (the CLI prints it as one line)."""
+    _warn_non_finite(net, _non_finite_blobs(net))
+
+
+def _non_finite_blobs(net: Net) -> list[str]:
+    """ "'layer' blob i has n NaN, m Inf" for each blob that has any.
 
     A float32 sum is a fast screen: it is finite whenever every value is (barring overflow,
-    which the exact count below then rules out).
+    which the exact count below then rules out). NumPy releases the GIL while it sums.
     """
     found = []
     for layer in net.layers:
@@ -124,13 +140,17 @@ def warn_non_finite(net: Net) -> None:
             counts = ", ".join(f"{n} {what}" for n, what in ((nans, "NaN"), (infs, "Inf")) if n)
             if counts:
                 found.append(f"'{layer.name}' blob {index} has {counts}")
+    return found
+
+
+def _warn_non_finite(net: Net, found: list[str]) -> None:
     if found:
         more = f" (and {len(found) - 5} more blobs)" if len(found) > 5 else ""
         warnings.warn(
             f"{net.weights_source}: non-finite weights: {'; '.join(found[:5])}{more}; "
             "the model will compute NaN/Inf wherever they are used",
             NonFiniteWeightsWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
 
 
@@ -141,8 +161,7 @@ def build_model(net: Net, generic: bool = False, dtype: torch.dtype = torch.floa
     Caffe's ``blob / scale_factor``, which the verifier relies on.
     """
     warn_non_finite(net)
-    model, arrays = _structure_and_arrays(net, generic)
-    return _materialize(model, arrays, dtype, net.weights_source or net.source)
+    return _materialize(_plan(net, generic), dtype, net.weights_source or net.source)
 
 
 def model_from_config(config: dict) -> nn.Module:
@@ -178,22 +197,21 @@ def _hash_metadata(hashes: dict[str, str]) -> dict[str, str]:
     return {f"source_{name}_sha256": value for name, value in hashes.items()}
 
 
-def _metadata(model: nn.Module, net: Net, hashes: dict[str, str] | None = None) -> dict[str, str]:
-    """The file's metadata; the sources' sha256 entries only when ``hashes`` are given."""
+def _metadata(plan: _Plan, net: Net) -> dict[str, str]:
+    """The file's metadata (the sources' hashes join it later, when asked for)."""
     shapes = {name: list(shape) for name, shape in net.input_shapes().items()}
     return {
         "format": "pt",
         "producer": f"caffe2torch {__version__}",
-        "architecture": model.caffe_config()["architecture"],
-        "config": json.dumps(model.caffe_config()),
+        "architecture": plan.config["architecture"],
+        "config": json.dumps(plan.config),
         "source_prototxt": Path(net.source).name,
         "source_caffemodel": Path(net.weights_source or "").name,
         "input_names": json.dumps(list(shapes)),
         "input_shapes": json.dumps(shapes),
         "input_convention": INPUT_CONVENTION,
-        "output_blob": model.output_name,
-        "fused_bn": json.dumps(bool(getattr(getattr(model, "config", None), "fused_bn", False))),
-        **_hash_metadata(hashes or {}),
+        "output_blob": plan.config["output_name"],
+        "fused_bn": json.dumps(bool(plan.config.get("fused_bn", False))),
     }
 
 
@@ -205,36 +223,35 @@ def convert(
     generic: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     fuse_bn: bool = False,
-    hash_sources: bool = True,
+    hash_sources: bool = False,
 ) -> Path:
     """Convert a Caffe model to a safetensors (default) or ``.pt`` file; returns its path.
 
     ``progress(phase, done, total)`` is told how far reading and writing have got.
     ``fuse_bn`` folds BatchNorm+Scale into the convs (ResNets; for deployment).
     ``hash_sources`` records the sources' sha256 in the metadata. Hashing runs on another
-    core during the whole conversion, but at ~0.3 GB/s (a CPU without SHA extensions) it
-    alone can take longer than the rest: ``False`` leaves the hashes out.
+    core during the whole conversion, but at ~0.3-0.4 GB/s (a CPU without SHA extensions)
+    it can take several times longer than the conversion itself.
     """
     prototxt, caffemodel = Path(prototxt), Path(caffemodel)
     for source in (prototxt, caffemodel):
         if Path(output).exists() and source.exists() and os.path.samefile(output, source):
             raise ConverterError(f"{output}: is an input of this conversion; choose another -o")
     stop = threading.Event()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        # Hashing runs beside reading, mapping and writing (hashlib releases the GIL); the
-        # hashes join the metadata after the tensors are written (write_converted's
-        # late_metadata), so nothing waits for them before that.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        # Hashing and the non-finite screen run beside mapping and writing (hashlib and NumPy
+        # release the GIL). The hashes join the metadata after the tensors are written
+        # (write_converted's late_metadata), so nothing waits for them before that.
         sources = {"prototxt": prototxt, "caffemodel": caffemodel} if hash_sources else {}
         hashing = {name: pool.submit(_sha256, path, stop) for name, path in sources.items()}
         try:
             net = read_net(prototxt, caffemodel)
-            warn_non_finite(net)
+            screen = pool.submit(_non_finite_blobs, net)
             if progress:
                 progress("read", 1, 1)
             with gc_paused():  # many small objects, no cycles: see gc_paused
-                model, arrays = _structure_and_arrays(net, generic, fuse_bn)
-            _check_complete(model, arrays, str(caffemodel))
-            metadata = _metadata(model, net)
+                plan = _plan(net, generic, fuse_bn)
+            _check_complete(plan, str(caffemodel))
             write_progress = (
                 (lambda done, total: progress("write", done, total)) if progress else None
             )
@@ -243,7 +260,11 @@ def convert(
                 if hashing
                 else None
             )
-            return write_converted(arrays, metadata, output, format, write_progress, late)
+            path = write_converted(
+                plan.arrays, _metadata(plan, net), output, format, write_progress, late
+            )
+            _warn_non_finite(net, screen.result())
+            return path
         finally:
             stop.set()  # a failed conversion does not wait for the hashes
 

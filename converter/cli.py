@@ -70,7 +70,7 @@ def _convert(args: argparse.Namespace) -> int:
             generic=args.generic,
             progress=bar,
             fuse_bn=args.fuse_bn,
-            hash_sources=not args.no_hash,
+            hash_sources=args.hash,
         )
     finally:
         bar.close()
@@ -165,10 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="fold BatchNorm+Scale into the convs for deployment (ResNets)",
     )
     convert.add_argument(
-        "--no-hash",
+        "--hash",
         action="store_true",
-        help="leave the sources' sha256 out of the metadata (faster on CPUs without SHA "
-        "instructions, where hashing a 250 MB file takes longer than converting it)",
+        help="record the sources' sha256 in the metadata (on CPUs without SHA instructions, "
+        "hashing a 250 MB file takes several times longer than converting it)",
     )
     convert.add_argument("--verify", action="store_true", help="run verify on the written file")
     _add_verify_options(convert)

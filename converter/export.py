@@ -63,9 +63,9 @@ def write_converted(
     safetensors file asks for them only after its tensors are written, so the work overlaps.
     """
     path = Path(path)
-    tensors = {name: _as_tensor(value) for name, value in state_dict.items()}
     meta = {str(k): str(v) for k, v in metadata.items()}
     if output_format(path, format) == "pt":
+        tensors = {name: _as_tensor(value) for name, value in state_dict.items()}
         meta.update(_strings(late_metadata()) if late_metadata else {})
         with atomic_write(path) as handle:
             try:
@@ -76,7 +76,7 @@ def write_converted(
                     raise exc.__context__ from None
                 raise
     else:
-        _write_safetensors(tensors, meta, path, progress, late_metadata)
+        _write_safetensors(state_dict, meta, path, progress, late_metadata)
     return path
 
 
@@ -87,7 +87,8 @@ def _strings(metadata: Mapping[str, str]) -> dict[str, str]:
 def _as_tensor(value: torch.Tensor | np.ndarray) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
-    value = np.ascontiguousarray(value)
+    # native byte order, C order; unlike ascontiguousarray, keeps a 0-d array 0-d
+    value = np.asarray(value).astype(value.dtype.newbyteorder("="), order="C", copy=False)
     if not value.flags.writeable:  # a view of a read-only memory map: only read for writing
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -95,8 +96,37 @@ def _as_tensor(value: torch.Tensor | np.ndarray) -> torch.Tensor:
     return torch.from_numpy(value)
 
 
+_NUMPY_DTYPES = {
+    "float32": "F32",
+    "float64": "F64",
+    "float16": "F16",
+    "int64": "I64",
+    "int32": "I32",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
+
+
+def _stored_bytes(name: str, value: torch.Tensor | np.ndarray, path: Path):
+    """(safetensors dtype, shape, flat little-endian array of the bytes to store)."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        if tensor.dtype not in _DTYPES:
+            raise ConverterError(f"{path}: cannot store tensor '{name}' of dtype {tensor.dtype}")
+        return (
+            _DTYPES[tensor.dtype],
+            list(tensor.shape),
+            tensor.reshape(-1).view(torch.uint8).numpy(),
+        )
+    array = np.asarray(value)
+    if array.dtype.name not in _NUMPY_DTYPES:
+        raise ConverterError(f"{path}: cannot store tensor '{name}' of dtype {array.dtype}")
+    flat = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).reshape(-1)
+    return _NUMPY_DTYPES[array.dtype.name], list(array.shape), flat
+
+
 def _write_safetensors(
-    tensors: Mapping[str, torch.Tensor],
+    state_dict: Mapping[str, torch.Tensor | np.ndarray],
     metadata: Mapping[str, str],
     path: Path,
     progress: Callable[[int, int], None] | None,
@@ -104,32 +134,32 @@ def _write_safetensors(
 ) -> None:
     """Header, then each tensor's bytes written straight from its memory (a view of the
     caffemodel: nothing is copied in Python). With ``late_metadata`` the header is written
-    with room to spare and rewritten in place once the tensors are on disk."""
+    with room to spare and rewritten in place once the tensors are on disk.
+
+    Tried and not kept: ``os.copy_file_range`` from the caffemodel per tensor (kernel to
+    kernel, as ``shutil.copyfile``): slower end to end than writing from the mapping, whose
+    pages the non-finite screen is faulting in on the other core meanwhile."""
     header: dict[str, object] = {"__metadata__": dict(metadata)}
     offset = 0
-    ordered = sorted(tensors.items())
-    for name, tensor in ordered:
-        if tensor.dtype not in _DTYPES:
-            raise ConverterError(f"{path}: cannot store tensor '{name}' of dtype {tensor.dtype}")
-        size = tensor.numel() * tensor.element_size()
+    ordered = []
+    for name in sorted(state_dict):
+        dtype, shape, data = _stored_bytes(name, state_dict[name], path)
         header[name] = {
-            "dtype": _DTYPES[tensor.dtype],
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + size],
+            "dtype": dtype,
+            "shape": shape,
+            "data_offsets": [offset, offset + data.nbytes],
         }
-        offset += size
+        offset += data.nbytes
+        ordered.append(data)
     encoded = _encode_header(header, LATE_METADATA_BYTES if late_metadata else 0)
     total = offset
     done = 0
     with atomic_write(path) as handle:
         handle.write(len(encoded).to_bytes(8, "little"))
         handle.write(encoded)
-        for _, tensor in ordered:
-            data = tensor.contiguous()
-            if data.numel():
-                view = data.view(torch.uint8) if data.dim() else data.reshape(1).view(torch.uint8)
-                handle.write(memoryview(view.numpy()))
-            done += data.numel() * data.element_size()
+        for data in ordered:
+            handle.write(memoryview(data).cast("B"))
+            done += data.nbytes
             if progress is not None:
                 progress(done, total)
         if late_metadata is not None:

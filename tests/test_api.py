@@ -182,8 +182,6 @@ def test_metadata_describes_architecture_sources_inputs_and_convention(fmt, conv
     assert [stage["blocks"] for stage in config["stages"]] == [3, 4, 6, 3]
     assert meta["source_prototxt"] == case.prototxt.name
     assert meta["source_caffemodel"] == case.caffemodel.name
-    assert meta["source_prototxt_sha256"] == sha256(case.prototxt)
-    assert meta["source_caffemodel_sha256"] == sha256(case.caffemodel)
     assert meta["producer"] == f"caffe2torch {converter.__version__}"
     assert json.loads(meta["input_shapes"]) == {"data": list(case.input.shape)}
     assert json.loads(meta["input_names"]) == ["data"]
@@ -194,16 +192,16 @@ def test_metadata_describes_architecture_sources_inputs_and_convention(fmt, conv
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_no_hash_leaves_only_the_hashes_out(fmt, tmp_path, converted):
+def test_hash_adds_only_the_sources_sha256(fmt, tmp_path, converted):
     case = load_case("resnet18_w8")
-    path = tmp_path / f"nohash.{fmt}"
+    path = tmp_path / f"hashed.{fmt}"
     assert (
-        main(["convert", str(case.prototxt), str(case.caffemodel), "-o", str(path), "--no-hash"])
-        == 0
+        main(["convert", str(case.prototxt), str(case.caffemodel), "-o", str(path), "--hash"]) == 0
     )
-    quick, full = file_metadata(path), file_metadata(converted("resnet18_w8", fmt))
-    assert "source_caffemodel_sha256" in full and "source_prototxt_sha256" in full
-    assert set(full) - set(quick) == {"source_caffemodel_sha256", "source_prototxt_sha256"}
+    hashed, plain = file_metadata(path), file_metadata(converted("resnet18_w8", fmt))
+    assert set(hashed) - set(plain) == {"source_caffemodel_sha256", "source_prototxt_sha256"}
+    assert hashed["source_prototxt_sha256"] == sha256(case.prototxt)
+    assert hashed["source_caffemodel_sha256"] == sha256(case.caffemodel)
     a, b = converter.load(path), converter.load(converted("resnet18_w8", fmt))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
@@ -252,6 +250,37 @@ def test_shared_resnets_convert_load_and_match_caffe(name, tmp_path):
 
 
 # ----------------------------------------------------------------------------- builders
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_writer_stores_arrays_and_tensors_of_every_dtype_bit_exactly(fmt, tmp_path):
+    """NumPy arrays (any byte order, views, 0-d, empty) and torch tensors, as safetensors'
+    own reader and torch.load see them."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((4, 6)).astype(np.float32)
+    state = {
+        "big_endian": rng.standard_normal((2, 3)).astype(">f4"),
+        "float64": rng.standard_normal(5),
+        "view": base[1:3],
+        "transposed": base.T,
+        "count": np.zeros((), np.int64),
+        "empty": np.zeros((0, 4), np.float32),
+        "flags": np.array([True, False, True]),
+        "bf16": torch.randn(3, 2).to(torch.bfloat16),
+        "half": torch.randn(7).half(),
+        "int32": torch.arange(-3, 3, dtype=torch.int32),
+    }
+    path = write_converted(state, {"config": "{}"}, tmp_path / f"mixed.{fmt}")
+    stored, _ = read_converted(path)
+    assert set(stored) == set(state)
+    for name, value in state.items():
+        want = (
+            value
+            if isinstance(value, torch.Tensor)
+            else torch.from_numpy(value.astype(value.dtype.newbyteorder("=")))
+        )
+        assert stored[name].dtype == want.dtype and stored[name].shape == want.shape, name
+        assert torch.equal(stored[name], want), name
 
 
 def test_builder_loads_a_file_of_its_architecture_and_refuses_others(tmp_path, converted):

@@ -41,6 +41,7 @@ from converter.resnet import (
     resnet101_caffe,
     resnet152_caffe,
     resnet_state_dict,
+    state_shapes,
 )
 
 KAIMING = FIXTURES / "kaiming"
@@ -548,6 +549,7 @@ def test_generated_resnets(tmp_path, options):
     size = options.get("size", 40)
     x = np.random.RandomState(1).normal(0, 50, (2, 3, size, size)).astype(np.float32)
     model = convert(net)
+    assert state_shapes(config) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert_matches_reference(model, net, x)
     if options.get("stride_in_1x1") is False:  # the stride really sits on the 3x3 conv
         assert model.layer2[0].conv2.stride == (2, 2) and model.layer2[0].conv1.stride == (1, 1)
@@ -696,6 +698,7 @@ def test_config_round_trips_through_json():
     case = load_case("resnet18_w8")
     net = read_net(case.prototxt, case.caffemodel)
     model = convert(net)
+    assert model.config.to_dict() == dataclasses.asdict(model.config)
     stored = json.loads(json.dumps(model.caffe_config()))
     assert stored["architecture"] == "resnet"
     assert ResNetConfig.from_dict(stored) == model.config
@@ -706,6 +709,27 @@ def test_config_round_trips_through_json():
         assert torch.equal(again(x), model(x))
     with pytest.raises(ConverterError, match="missing or unknown field"):
         ResNetConfig.from_dict({**stored, "colour": "red"})
+
+
+def _variants(config: ResNetConfig) -> list[ResNetConfig]:
+    return [
+        config,
+        dataclasses.replace(config, fused_bn=True),
+        dataclasses.replace(config, conv_bias=["conv1", "layer1.0.conv2", "layer2.0.downsample.0"]),
+        dataclasses.replace(config, fc_bias=False, num_classes=7, stride_in_1x1=False),
+        dataclasses.replace(config, input_shape=[1, 1, 64, 64], stem_kernel=[5, 3]),
+    ]
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
+def test_state_shapes_are_the_modules_state_dict(depth):
+    """Conversions plan from state_shapes without building modules: it must not drift."""
+    for config in _variants(kaiming_config(depth, base_width=8)):
+        with torch.device("meta"):
+            model = CaffeResNet(config)
+        expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+        assert state_shapes(config) == expected
+        assert list(state_shapes(config)) == list(expected)  # same order as well
 
 
 @pytest.mark.parametrize(

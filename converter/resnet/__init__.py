@@ -13,6 +13,7 @@ from converter.resnet.model import (
     resnet50_caffe,
     resnet101_caffe,
     resnet152_caffe,
+    state_shapes,
 )
 from converter.resnet.recognize import recognize
 from converter.resnet.weights import resnet_arrays, resnet_state_dict
@@ -33,4 +34,5 @@ __all__ = [
     "resnet152_caffe",
     "resnet_arrays",
     "resnet_state_dict",
+    "state_shapes",
 ]

@@ -12,7 +12,7 @@ import torch
 from converter.errors import ConverterError
 from converter.export import owned_tensors
 from converter.net import Layer, Net
-from converter.resnet.model import CaffeResNet, ResNetConfig
+from converter.resnet.model import ResNetConfig, state_shapes
 
 
 def bn_statistics(layer: Layer) -> tuple[np.ndarray, np.ndarray]:
@@ -40,20 +40,19 @@ def resnet_state_dict(net: Net, config: ResNetConfig) -> dict[str, torch.Tensor]
     return owned_tensors(resnet_arrays(net, config))
 
 
-def resnet_arrays(
-    net: Net, config: ResNetConfig, model: CaffeResNet | None = None
-) -> dict[str, np.ndarray]:
+def resnet_arrays(net: Net, config: ResNetConfig) -> dict[str, np.ndarray]:
     """The state dict of ``CaffeResNet(config)`` as arrays: raw blobs are views of the
-    caffemodel (nothing copied), derived BatchNorm statistics are float64. ``model``, when
-    given, is that module already built (e.g. on the meta device), to check shapes against."""
+    caffemodel (nothing copied), derived BatchNorm statistics are float64."""
     source = net.weights_source or net.source
     state: dict[str, np.ndarray] = {}
+    by_name: dict[str, Layer] = {}
+    for layer in net.layers:
+        by_name.setdefault(layer.name, layer)
 
     def caffe_layer(name: str, module: str, types: tuple[str, ...], blobs: int) -> Layer:
-        try:
-            layer = net.layer(name)
-        except KeyError:
-            raise ConverterError(f"{net.source}: no layer '{name}' (for {module})") from None
+        layer = by_name.get(name)
+        if layer is None:
+            raise ConverterError(f"{net.source}: no layer '{name}' (for {module})")
         if layer.type not in types:
             raise ConverterError(
                 f"{net.source}: layer '{name}' is a {layer.type}, expected {' or '.join(types)} "
@@ -100,15 +99,11 @@ def resnet_arrays(
                 conv = caffe_layer(names[0], module, ("Convolution",), 2)
                 state[f"{module}.bias"] = conv.blobs[1]
 
-    if model is None:
-        with torch.device("meta"):
-            model = CaffeResNet(config)
-    expected = model.state_dict()
+    expected = state_shapes(config)
     problems = [
-        f"{key}: expected {tuple(value.shape)}, found "
-        f"{tuple(state[key].shape) if key in state else 'nothing'}"
-        for key, value in expected.items()
-        if key not in state or tuple(state[key].shape) != tuple(value.shape)
+        f"{key}: expected {shape}, found {tuple(state[key].shape) if key in state else 'nothing'}"
+        for key, shape in expected.items()
+        if key not in state or tuple(state[key].shape) != shape
     ]
     problems += [f"{key}: not part of the model" for key in state if key not in expected]
     if problems:
