@@ -72,18 +72,18 @@ def _child(approach: str, prototxt: str, caffemodel: str, output: str) -> None:
 
     def phases() -> dict[str, float]:
         seconds = {}
-        start = time.perf_counter()
-        net = converter.read_net(prototxt, caffemodel)
-        seconds["read"] = time.perf_counter() - start
-        start = time.perf_counter()
-        with gc_paused():  # as convert runs it
+        with gc_paused():  # as convert runs them
+            start = time.perf_counter()
+            net = converter.read_net(prototxt, caffemodel)
+            seconds["read"] = time.perf_counter() - start
+            start = time.perf_counter()
             plan = api._plan(net, generic=False)
-        api._check_complete(plan, caffemodel)
-        metadata = api._metadata(plan, net)
-        seconds["plan"] = time.perf_counter() - start
-        start = time.perf_counter()
-        write_converted(plan.arrays, metadata, output)
-        seconds["write"] = time.perf_counter() - start
+            api._check_complete(plan, caffemodel)
+            metadata = api._metadata(plan, net)
+            seconds["plan"] = time.perf_counter() - start
+            start = time.perf_counter()
+            write_converted(plan.arrays, metadata, output)
+            seconds["write"] = time.perf_counter() - start
         start = time.perf_counter()
         assert not api._non_finite_blobs(net)
         seconds["screen"] = time.perf_counter() - start

@@ -245,26 +245,28 @@ def convert(
         sources = {"prototxt": prototxt, "caffemodel": caffemodel} if hash_sources else {}
         hashing = {name: pool.submit(_sha256, path, stop) for name, path in sources.items()}
         try:
-            net = read_net(prototxt, caffemodel)
-            screen = pool.submit(_non_finite_blobs, net)
-            if progress:
-                progress("read", 1, 1)
-            with gc_paused():  # many small objects, no cycles: see gc_paused
+            # A full GC pass over torch's objects costs more than the conversion's Python
+            # work, and the conversion makes many small objects but no cycles: see gc_paused.
+            with gc_paused():
+                net = read_net(prototxt, caffemodel)
+                screen = pool.submit(_non_finite_blobs, net)
+                if progress:
+                    progress("read", 1, 1)
                 plan = _plan(net, generic, fuse_bn)
-            _check_complete(plan, str(caffemodel))
-            write_progress = (
-                (lambda done, total: progress("write", done, total)) if progress else None
-            )
-            late = (
-                (lambda: _hash_metadata({k: f.result() for k, f in hashing.items()}))
-                if hashing
-                else None
-            )
-            path = write_converted(
-                plan.arrays, _metadata(plan, net), output, format, write_progress, late
-            )
-            _warn_non_finite(net, screen.result())
-            return path
+                _check_complete(plan, str(caffemodel))
+                write_progress = (
+                    (lambda done, total: progress("write", done, total)) if progress else None
+                )
+                late = (
+                    (lambda: _hash_metadata({k: f.result() for k, f in hashing.items()}))
+                    if hashing
+                    else None
+                )
+                path = write_converted(
+                    plan.arrays, _metadata(plan, net), output, format, write_progress, late
+                )
+                _warn_non_finite(net, screen.result())
+                return path
         finally:
             stop.set()  # a failed conversion does not wait for the hashes
 
