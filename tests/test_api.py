@@ -206,6 +206,26 @@ def test_hash_adds_only_the_sources_sha256(fmt, tmp_path, converted):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+@pytest.mark.parametrize("fuse_bn", [False, True])
+def test_convert_plans_a_resnet_without_building_modules(fuse_bn, tmp_path, monkeypatch, direct):
+    """Building ResNet-152's modules costs more than the rest of its conversion's Python
+    work: convert must work from the config alone, and the file must still be complete."""
+    name = "resnet50_w8_calibrated"
+    case = load_case(name)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("convert built a CaffeResNet")
+
+    monkeypatch.setattr(CaffeResNet, "__init__", refuse)
+    path = tmp_path / "planned.safetensors"
+    converter.convert(case.prototxt, case.caffemodel, path, fuse_bn=fuse_bn)
+    monkeypatch.undo()
+    model = converter.load(path)  # strict: every tensor of the model is in the file
+    assert isinstance(model, CaffeResNet) and model.config.fused_bn == fuse_bn
+    if not fuse_bn:
+        assert_identical(model.state_dict(), direct(name).state_dict())
+
+
 def test_load_float64_builds_a_float64_model(converted, direct):
     name = "resnet50_w8_calibrated"
     case = load_case(name)
