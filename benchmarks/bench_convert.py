@@ -12,6 +12,8 @@ before each run so no run pays for the previous one's dirty pages):
 - ``convert_hash``: the same with ``hash_sources=True`` (the sources' sha256 in the metadata);
 - ``plain``: read the bytes, ``caffe_pb2.NetParameter.FromString``, ``np.array(blob.data)``
   per blob, ``torch.save`` of the tensors;
+- whole commands, start to exit: ``cp`` of the caffemodel and ``python -m converter convert``
+  (interpreter start-up and imports included; torch is not imported);
 - ``phases``: the steps inside ``convert`` run one after another, each timed: read
   (``read_net``), plan (recognition, state-dict arrays, metadata), write (safetensors),
   and the two that ``convert`` runs on other threads beside them: screen (NaN/Inf check of
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,12 +53,14 @@ TIME_TARGET, MEMORY_TARGET = 1.5, 1.3
 def _child(approach: str, prototxt: str, caffemodel: str, output: str) -> None:
     """One measurement, in this (fresh) process; prints a JSON line."""
     import numpy as np
-    import torch
+
+    if approach == "plain":  # only it needs torch; convert to safetensors does not import it
+        import torch
 
     import converter
     import converter.generic  # convert imports these on first use: not part of its time
     import converter.resnet
-    from converter import api, caffe_pb2
+    from converter import caffe_pb2, conversion
     from converter.export import write_converted
     from converter.net import gc_paused
 
@@ -77,18 +82,18 @@ def _child(approach: str, prototxt: str, caffemodel: str, output: str) -> None:
             net = converter.read_net(prototxt, caffemodel)
             seconds["read"] = time.perf_counter() - start
             start = time.perf_counter()
-            plan = api._plan(net, generic=False)
-            api._check_complete(plan, caffemodel)
-            metadata = api._metadata(plan, net)
+            plan = conversion._plan(net, generic=False)
+            conversion._check_complete(plan, caffemodel)
+            metadata = conversion._metadata(plan, net)
             seconds["plan"] = time.perf_counter() - start
             start = time.perf_counter()
             write_converted(plan.arrays, metadata, output)
             seconds["write"] = time.perf_counter() - start
         start = time.perf_counter()
-        assert not api._non_finite_blobs(net)
+        assert not conversion._non_finite_blobs(net)
         seconds["screen"] = time.perf_counter() - start
         start = time.perf_counter()
-        api._sha256(Path(prototxt)), api._sha256(Path(caffemodel))
+        conversion._sha256(Path(prototxt)), conversion._sha256(Path(caffemodel))
         seconds["hash"] = time.perf_counter() - start
         return seconds
 
@@ -107,6 +112,15 @@ def _child(approach: str, prototxt: str, caffemodel: str, output: str) -> None:
             timed_phase(runs[approach])
     finally:
         Path(output).unlink(missing_ok=True)
+
+
+def _command(argv: list[str], output: Path) -> float:
+    """Wall time of a whole command, from process start to exit."""
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    output.unlink(missing_ok=True)
+    return seconds
 
 
 def _row(name: str, seconds: float, fastest: float, growth: float, base: float, size: int) -> str:
@@ -136,6 +150,22 @@ def main() -> int:
 
     runs = APPROACHES + ["phases"]
     results: dict[str, list[dict[str, float]]] = {a: [] for a in runs}
+    commands = {
+        "cp": ["cp", str(caffemodel), str(output)],
+        "python -m converter convert": [
+            sys.executable,
+            "-m",
+            "converter",
+            "convert",
+            str(PROTOTXT),
+            str(caffemodel),
+            "-o",
+            str(output),
+            "--format",
+            "safetensors",
+        ],
+    }
+    command_seconds: dict[str, list[float]] = {name: [] for name in commands}
     loads = [os.getloadavg()[0]]
     try:
         for round_index in range(args.repeats):
@@ -144,6 +174,9 @@ def main() -> int:
                 os.sync()  # the previous run's written file must not throttle this one
                 child_args = (str(PROTOTXT), str(caffemodel), str(output))
                 results[approach].append(measure(__file__, approach, *child_args))
+            for name, argv in commands.items():
+                os.sync()
+                command_seconds[name].append(_command(argv, output))
             loads.append(os.getloadavg()[0])
             print(f"round {round_index + 1}/{args.repeats} done, load {loads[-1]:.2f}")
     finally:
@@ -170,6 +203,14 @@ def main() -> int:
         print(f"| {p} | {phase[p]:.3f} | {phase[p] / base:.2f} |")
     serial = sum(phase[p] for p in SERIAL)
     print(f"| read + plan + write | {serial:.3f} | {serial / base:.2f} |")
+
+    print("\n| whole command (process start to exit) | time (s) | x cp | min time (s) |")
+    print("|---|--:|--:|--:|")
+    cp = median(command_seconds["cp"])
+    for name, values in command_seconds.items():
+        print(
+            f"| `{name}` | {median(values):.3f} | {median(values) / cp:.2f} | {min(values):.3f} |"
+        )
 
     verdicts = []
     for a in ("convert", "convert_hash"):

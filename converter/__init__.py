@@ -1,7 +1,8 @@
 """caffe2torch: Caffe models in PyTorch, with proof that the numbers match.
 
-The readers load eagerly (NumPy and protobuf only); the names that need PyTorch load on
-first use, so ``caffe2torch inspect`` and ``read_net`` do not pay for importing torch.
+The readers load eagerly (NumPy and protobuf only); other names load on first use, and
+only those that need PyTorch import it: ``caffe2torch inspect``, ``read_net`` and the
+conversion of a ResNet to safetensors do not pay for importing torch.
 """
 
 import importlib
@@ -13,10 +14,10 @@ from converter.net import Layer, Net, read_net, write_caffemodel
 __version__ = "0.1.0"
 
 _LAZY = {
-    "NonFiniteWeightsWarning": "converter.api",
+    "NonFiniteWeightsWarning": "converter.conversion",
     "blobs": "converter.api",
     "build_model": "converter.api",
-    "convert": "converter.api",
+    "convert": "converter.conversion",
     "load": "converter.api",
     "CaffeResNet": "converter.resnet",
     "recognize": "converter.resnet",

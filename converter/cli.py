@@ -54,7 +54,7 @@ class _ProgressBar:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from converter.api import convert
+    from converter.conversion import convert
 
     output = (
         args.output

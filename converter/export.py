@@ -10,29 +10,44 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import sys
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from converter.errors import ConverterError
 from converter.io.atomic import atomic_write
 
+if TYPE_CHECKING:
+    import torch
+
 FORMATS = ("safetensors", "pt")
 
-_DTYPES = {
-    torch.float32: "F32",
-    torch.float64: "F64",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
+
+def _torch_dtypes() -> dict:
+    """torch dtype -> safetensors dtype (a function: torch is imported only when needed)."""
+    import torch
+
+    return {
+        torch.float32: "F32",
+        torch.float64: "F64",
+        torch.float16: "F16",
+        torch.bfloat16: "BF16",
+        torch.int64: "I64",
+        torch.int32: "I32",
+        torch.uint8: "U8",
+        torch.bool: "BOOL",
+    }
+
+
+def _is_tensor(value: object) -> bool:
+    """A torch tensor? Without importing torch: if torch is not loaded, nothing is one."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def output_format(path: str | os.PathLike, format: str | None) -> str:
@@ -46,6 +61,8 @@ def output_format(path: str | os.PathLike, format: str | None) -> str:
 
 def owned_tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """Tensors that own a copy of each array (sources may be read-only memory maps)."""
+    import torch
+
     return {name: torch.from_numpy(np.array(value, copy=True)) for name, value in arrays.items()}
 
 
@@ -65,6 +82,8 @@ def write_converted(
     path = Path(path)
     meta = {str(k): str(v) for k, v in metadata.items()}
     if output_format(path, format) == "pt":
+        import torch
+
         tensors = {name: _as_tensor(value) for name, value in state_dict.items()}
         meta.update(_strings(late_metadata()) if late_metadata else {})
         with atomic_write(path) as handle:
@@ -85,6 +104,8 @@ def _strings(metadata: Mapping[str, str]) -> dict[str, str]:
 
 
 def _as_tensor(value: torch.Tensor | np.ndarray) -> torch.Tensor:
+    import torch
+
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     # native byte order, C order; unlike ascontiguousarray, keeps a 0-d array 0-d
@@ -109,15 +130,15 @@ _NUMPY_DTYPES = {
 
 def _stored_bytes(name: str, value: torch.Tensor | np.ndarray, path: Path):
     """(safetensors dtype, shape, flat little-endian array of the bytes to store)."""
-    if isinstance(value, torch.Tensor):
+    if _is_tensor(value):
+        import torch
+
         tensor = value.detach().cpu().contiguous()
-        if tensor.dtype not in _DTYPES:
+        dtypes = _torch_dtypes()
+        if tensor.dtype not in dtypes:
             raise ConverterError(f"{path}: cannot store tensor '{name}' of dtype {tensor.dtype}")
-        return (
-            _DTYPES[tensor.dtype],
-            list(tensor.shape),
-            tensor.reshape(-1).view(torch.uint8).numpy(),
-        )
+        flat = tensor.reshape(-1).view(torch.uint8).numpy()
+        return dtypes[tensor.dtype], list(tensor.shape), flat
     array = np.asarray(value)
     if array.dtype.name not in _NUMPY_DTYPES:
         raise ConverterError(f"{path}: cannot store tensor '{name}' of dtype {array.dtype}")
@@ -209,6 +230,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 
 def _read_pt(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    import torch
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

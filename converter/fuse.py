@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 
 from converter.errors import ConverterError
-from converter.resnet.model import ResNetConfig
+from converter.resnet.config import ResNetConfig
 
 
 def _conv_of(bn_module: str) -> str:

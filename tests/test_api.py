@@ -226,6 +226,29 @@ def test_convert_plans_a_resnet_without_building_modules(fuse_bn, tmp_path, monk
         assert_identical(model.state_dict(), direct(name).state_dict())
 
 
+@pytest.mark.parametrize(
+    "args, imports_torch",
+    [([], False), (["--fuse-bn"], False), (["--format", "pt"], True), (["--generic"], True)],
+)
+def test_converting_a_resnet_to_safetensors_does_not_import_torch(args, imports_torch, tmp_path):
+    """Importing torch takes seconds, longer than converting a 250 MB ResNet: the ResNet
+    path to safetensors needs NumPy only. A .pt file and the generic module need torch."""
+    import subprocess
+    import sys
+
+    case = load_case("resnet50_w8_calibrated")
+    out = tmp_path / ("model.pt" if "pt" in args else "model.safetensors")
+    argv = ["convert", str(case.prototxt), str(case.caffemodel), "-o", str(out), *args]
+    code = (
+        f"import sys; from converter.cli import main; code = main({argv!r}); "
+        "sys.stderr.write(f\"{code} {'torch' in sys.modules}\")"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip() == f"0 {imports_torch}"
+    model = converter.load(out)
+    assert isinstance(model, CaffeGraph if "--generic" in args else CaffeResNet)
+
+
 def test_load_float64_builds_a_float64_model(converted, direct):
     name = "resnet50_w8_calibrated"
     case = load_case(name)

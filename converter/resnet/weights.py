@@ -6,13 +6,16 @@ following Scale layer holds gamma and (optionally) beta. Both fold into one Batc
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from converter.errors import ConverterError
-from converter.export import owned_tensors
 from converter.net import Layer, Net
-from converter.resnet.model import ResNetConfig, state_shapes
+from converter.resnet.config import ResNetConfig, state_shapes
+
+if TYPE_CHECKING:
+    import torch
 
 
 def bn_statistics(layer: Layer) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +40,8 @@ def _module_kind(module: str) -> str:
 
 def resnet_state_dict(net: Net, config: ResNetConfig) -> dict[str, torch.Tensor]:
     """Map ``net``'s weights onto the modules of ``CaffeResNet(config)`` (tensors own copies)."""
+    from converter.export import owned_tensors
+
     return owned_tensors(resnet_arrays(net, config))
 
 

@@ -1,0 +1,242 @@
+"""convert: a Caffe model to a safetensors or .pt file, without building the PyTorch model.
+
+Only NumPy is needed for a ResNet written to safetensors: ``caffe2torch convert`` does not
+pay the seconds that importing torch takes. Generic nets and ``.pt`` files import it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from converter import __version__
+from converter.errors import ConverterError, file_error
+from converter.export import write_converted
+from converter.net import Net, gc_paused, read_net
+
+if TYPE_CHECKING:
+    from torch import nn
+
+INPUT_CONVENTION = (
+    "Caffe convention: NCHW, BGR channel order, values 0-255 minus the training mean "
+    "(per-pixel or per-channel), no division by a std"
+)
+
+
+@dataclass
+class _Plan:
+    """A conversion before any module exists: the architecture, the state dict it expects
+    and the arrays that fill it (views of the caffemodel where possible, nothing copied)."""
+
+    config: dict[str, Any]  # what the model's caffe_config() returns
+    shapes: dict[str, tuple[int, ...]]  # the model's state dict: name -> shape
+    arrays: dict[str, np.ndarray]
+    build: Callable[[], nn.Module]  # the empty model, on the meta device
+
+
+def _plan(net: Net, generic: bool, fuse_bn: bool = False) -> _Plan:
+    """``CaffeResNet`` when the net is a ResNet of Kaiming's form, else the generic module.
+
+    A ResNet is planned from its config alone: its modules are built only when a model is
+    wanted (``build``), which a conversion never needs. ``fuse_bn`` folds BatchNorm+Scale
+    into the convs (ResNets only).
+    """
+    reason = ""
+    if not generic:
+        from converter.resnet import recognize, resnet_arrays, state_shapes
+
+        try:
+            config = recognize(net)
+        except ConverterError as not_resnet:
+            reason = str(not_resnet)
+        else:
+            arrays = resnet_arrays(net, config) if _has_weights(net) else {}
+            if fuse_bn:
+                from converter.fuse import fuse_resnet
+
+                config, arrays = fuse_resnet(config, arrays)
+
+            def build_resnet(config=config) -> nn.Module:
+                import torch
+
+                from converter.resnet import CaffeResNet
+
+                with torch.device("meta"):
+                    return CaffeResNet(config)
+
+            return _Plan(config.caffe_config(), state_shapes(config), arrays, build_resnet)
+    if fuse_bn:
+        why = "--generic was asked for" if generic else reason
+        raise ConverterError(
+            f"{net.source}: --fuse-bn folds BatchNorm into convs of recognised ResNets only, "
+            f"and this net goes to the generic module ({why})"
+        )
+    import torch
+
+    from converter.generic import CaffeGraph, graph_arrays
+
+    try:
+        with torch.device("meta"):
+            model = CaffeGraph(net)
+    except ConverterError as exc:
+        if reason:
+            raise ConverterError(
+                f"{exc} (the ResNet converter did not apply either: {reason})"
+            ) from None
+        raise
+    shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    return _Plan(model.caffe_config(), shapes, graph_arrays(model, net), lambda: model)
+
+
+def _has_weights(net: Net) -> bool:
+    return any(layer.blobs for layer in net.layers)
+
+
+def _check_complete(plan: _Plan, source: str) -> None:
+    """Every tensor of the model must come from the caffemodel."""
+    missing = [key for key in plan.shapes if key not in plan.arrays]
+    if missing:
+        raise ConverterError(f"{source}: no weights for {', '.join(missing[:5])}")
+
+
+class NonFiniteWeightsWarning(UserWarning):
+    """The caffemodel holds NaN or Inf weights: the conversion is faithful, the model is not."""
+
+
+def warn_non_finite(net: Net) -> None:
+    """One warning naming every blob with NaN or Inf values (the CLI prints it as one line)."""
+    _warn_non_finite(net, _non_finite_blobs(net))
+
+
+def _non_finite_blobs(net: Net) -> list[str]:
+    """ "'layer' blob i has n NaN, m Inf" for each blob that has any.
+
+    A float32 sum is a fast screen: it is finite whenever every value is (barring overflow,
+    which the exact count below then rules out). NumPy releases the GIL while it sums.
+    """
+    found = []
+    for layer in net.layers:
+        for index, blob in enumerate(layer.blobs):
+            with np.errstate(all="ignore"):  # Inf - Inf or an overflow is what we look for
+                if np.isfinite(np.sum(blob)):
+                    continue
+            nans = int(np.count_nonzero(np.isnan(blob)))
+            infs = int(np.count_nonzero(np.isinf(blob)))
+            counts = ", ".join(f"{n} {what}" for n, what in ((nans, "NaN"), (infs, "Inf")) if n)
+            if counts:
+                found.append(f"'{layer.name}' blob {index} has {counts}")
+    return found
+
+
+def _warn_non_finite(net: Net, found: list[str]) -> None:
+    if found:
+        more = f" (and {len(found) - 5} more blobs)" if len(found) > 5 else ""
+        warnings.warn(
+            f"{net.weights_source}: non-finite weights: {'; '.join(found[:5])}{more}; "
+            "the model will compute NaN/Inf wherever they are used",
+            NonFiniteWeightsWarning,
+            stacklevel=3,
+        )
+
+
+def _sha256(path: Path, stop: threading.Event | None = None) -> str:
+    """The file's sha256, read into one reused buffer (no copies, flat memory). Stops early,
+    with a digest nobody reads, once ``stop`` is set: the conversion has failed."""
+    digest = hashlib.sha256()
+    buffer = bytearray(1 << 22)
+    view = memoryview(buffer)
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            while (size := handle.readinto(buffer)) and not (stop and stop.is_set()):
+                digest.update(view[:size])
+    except OSError as exc:
+        raise file_error(path, exc) from None
+    return digest.hexdigest()
+
+
+def _hash_metadata(hashes: dict[str, str]) -> dict[str, str]:
+    return {f"source_{name}_sha256": value for name, value in hashes.items()}
+
+
+def _metadata(plan: _Plan, net: Net) -> dict[str, str]:
+    """The file's metadata (the sources' hashes join it later, when asked for)."""
+    shapes = {name: list(shape) for name, shape in net.input_shapes().items()}
+    return {
+        "format": "pt",
+        "producer": f"caffe2torch {__version__}",
+        "architecture": plan.config["architecture"],
+        "config": json.dumps(plan.config),
+        "source_prototxt": Path(net.source).name,
+        "source_caffemodel": Path(net.weights_source or "").name,
+        "input_names": json.dumps(list(shapes)),
+        "input_shapes": json.dumps(shapes),
+        "input_convention": INPUT_CONVENTION,
+        "output_blob": plan.config["output_name"],
+        "fused_bn": json.dumps(bool(plan.config.get("fused_bn", False))),
+    }
+
+
+def convert(
+    prototxt: str | os.PathLike,
+    caffemodel: str | os.PathLike,
+    output: str | os.PathLike,
+    format: str | None = None,
+    generic: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+    fuse_bn: bool = False,
+    hash_sources: bool = False,
+) -> Path:
+    """Convert a Caffe model to a safetensors (default) or ``.pt`` file; returns its path.
+
+    ``progress(phase, done, total)`` is told how far reading and writing have got.
+    ``fuse_bn`` folds BatchNorm+Scale into the convs (ResNets; for deployment).
+    ``hash_sources`` records the sources' sha256 in the metadata. Hashing runs on another
+    core during the whole conversion, but at ~0.3-0.4 GB/s (a CPU without SHA extensions)
+    it can take several times longer than the conversion itself.
+    """
+    prototxt, caffemodel = Path(prototxt), Path(caffemodel)
+    for source in (prototxt, caffemodel):
+        if Path(output).exists() and source.exists() and os.path.samefile(output, source):
+            raise ConverterError(f"{output}: is an input of this conversion; choose another -o")
+    stop = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        # Hashing and the non-finite screen run beside mapping and writing (hashlib and NumPy
+        # release the GIL). The hashes join the metadata after the tensors are written
+        # (write_converted's late_metadata), so nothing waits for them before that.
+        sources = {"prototxt": prototxt, "caffemodel": caffemodel} if hash_sources else {}
+        hashing = {name: pool.submit(_sha256, path, stop) for name, path in sources.items()}
+        try:
+            # A full GC pass over torch's objects costs more than the conversion's Python
+            # work, and the conversion makes many small objects but no cycles: see gc_paused.
+            with gc_paused():
+                net = read_net(prototxt, caffemodel)
+                screen = pool.submit(_non_finite_blobs, net)
+                if progress:
+                    progress("read", 1, 1)
+                plan = _plan(net, generic, fuse_bn)
+                _check_complete(plan, str(caffemodel))
+                write_progress = (
+                    (lambda done, total: progress("write", done, total)) if progress else None
+                )
+                late = (
+                    (lambda: _hash_metadata({k: f.result() for k, f in hashing.items()}))
+                    if hashing
+                    else None
+                )
+                path = write_converted(
+                    plan.arrays, _metadata(plan, net), output, format, write_progress, late
+                )
+                _warn_non_finite(net, screen.result())
+                return path
+        finally:
+            stop.set()  # a failed conversion does not wait for the hashes
