@@ -22,7 +22,7 @@ from converter.conversion import (
 )
 from converter.errors import ConverterError
 from converter.export import owned_tensors, read_converted
-from converter.net import Net, read_net
+from converter.net import Net, gc_paused, read_net
 
 __all__ = [
     "NonFiniteWeightsWarning",
@@ -90,14 +90,18 @@ def load(
         return build_model(read_net(path, caffemodel), generic=generic, dtype=dtype)
     if Path(path).suffix == ".prototxt":
         raise ConverterError(f"{path}: a prototxt needs its caffemodel: load(prototxt, caffemodel)")
-    state, metadata = read_converted(path)
-    with torch.device("meta"):
-        model = model_from_config(json.loads(metadata["config"]))
-    model = model.to_empty(device="cpu").to(dtype)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ConverterError(f"{path}: tensors do not fit the stored architecture: {exc}") from None
+    with gc_paused():  # many small objects, no cycles: see gc_paused
+        state, metadata = read_converted(path)
+        with torch.device("meta"):
+            model = model_from_config(json.loads(metadata["config"]))
+        # The file's tensors become the model's (assign=True): no second copy of the weights.
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        try:
+            model.load_state_dict(state, assign=True)
+        except RuntimeError as exc:
+            raise ConverterError(
+                f"{path}: tensors do not fit the stored architecture: {exc}"
+            ) from None
     return model.eval()
 
 

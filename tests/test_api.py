@@ -271,6 +271,24 @@ def test_load_float64_builds_a_float64_model(converted, direct):
     assert np.array_equal(exact.bn1.running_var.numpy(), var * (1 / factor[0]))
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_loaded_model_owns_trainable_parameters_of_the_asked_dtype(fmt, converted):
+    """load hands the file's tensors to the model (no second copy): they must still be
+    trainable Parameters, in float32, each with its own memory."""
+    model = converter.load(converted("resnet18_w8", fmt))
+    parameters = dict(model.named_parameters())
+    assert parameters and all(isinstance(p, torch.nn.Parameter) for p in parameters.values())
+    assert all(p.requires_grad and p.dtype == torch.float32 for p in parameters.values())
+    state = model.state_dict()
+    assert all(not t.is_meta for t in state.values())
+    assert {t.dtype for t in state.values()} == {torch.float32, torch.int64}
+    pointers = [t.data_ptr() for t in state.values() if t.numel()]
+    assert len(pointers) == len(set(pointers))
+    logits = model.forward_taps(torch.randn(1, 3, 224, 224), ["fc"])["fc"]  # before Softmax
+    logits[0, 0].backward()  # gradients reach the loaded weights
+    assert model.conv1.weight.grad.abs().sum() > 0 and model.fc.weight.grad.abs().sum() > 0
+
+
 def test_load_needs_the_caffemodel_with_a_prototxt():
     case = load_case("resnet18_w8")
     with pytest.raises(ConverterError, match="caffemodel"):
