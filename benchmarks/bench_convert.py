@@ -10,6 +10,8 @@ before each run so no run pays for the previous one's dirty pages):
 - ``copy``: ``shutil.copyfile`` of the caffemodel (the baseline);
 - ``convert``: ``converter.convert(prototxt, caffemodel, out.safetensors)``;
 - ``convert_hash``: the same with ``hash_sources=True`` (the sources' sha256 in the metadata);
+- ``load``: ``converter.load(out.safetensors)`` of the converted file, made beforehand
+  (a model ready to run: structure on the meta device, the file's tensors assigned);
 - ``plain``: read the bytes, ``caffe_pb2.NetParameter.FromString``, ``np.array(blob.data)``
   per blob, ``torch.save`` of the tensors;
 - whole commands, start to exit: ``cp`` of the caffemodel and ``python -m converter convert``
@@ -44,7 +46,7 @@ from common import (
 )
 
 PROTOTXT = KAIMING / "ResNet-152-deploy.prototxt"
-APPROACHES = ["copy", "convert", "convert_hash", "plain"]
+APPROACHES = ["copy", "convert", "convert_hash", "plain", "load"]
 PHASES = ["read", "plan", "write", "screen", "hash"]
 SERIAL = ["read", "plan", "write"]  # convert runs screen and hash on other threads
 TIME_TARGET, MEMORY_TARGET = 1.5, 1.3
@@ -54,7 +56,7 @@ def _child(approach: str, prototxt: str, caffemodel: str, output: str) -> None:
     """One measurement, in this (fresh) process; prints a JSON line."""
     import numpy as np
 
-    if approach == "plain":  # only it needs torch; convert to safetensors does not import it
+    if approach in ("plain", "load"):  # convert to safetensors does not import torch
         import torch
 
     import converter
@@ -102,8 +104,14 @@ def _child(approach: str, prototxt: str, caffemodel: str, output: str) -> None:
         "convert": lambda: converter.convert(prototxt, caffemodel, output),
         "convert_hash": lambda: converter.convert(prototxt, caffemodel, output, hash_sources=True),
         "plain": plain,
+        "load": lambda: converter.load(output),
     }
     try:
+        if approach == "load":  # the file to load and the modules load uses: before the clock
+            import converter.api
+            import converter.resnet.model  # noqa: F401
+
+            converter.convert(prototxt, caffemodel, output, format="safetensors")
         if approach == "phases":
             import json
 

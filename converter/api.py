@@ -85,6 +85,9 @@ def load(
 
     ``model(x)`` returns the net's final output blob, as Caffe's ``net.forward()`` does.
     ``dtype=torch.float64`` builds it in float64 directly (no float32 rounding on the way).
+    From a safetensors file the weights map the file copy-on-write, as safetensors' own
+    loader does: nothing is read twice, writes to the model never reach the file, and the
+    file may be replaced or deleted (not truncated in place) while the model lives.
     """
     if caffemodel is not None:
         return build_model(read_net(path, caffemodel), generic=generic, dtype=dtype)
