@@ -312,7 +312,8 @@ def _build(depth: int, weights, num_classes: int) -> CaffeResNet:
     config = kaiming_config(depth, num_classes)
     if weights is None:
         return CaffeResNet(config)
-    if isinstance(weights, (str, os.PathLike)):
+    from_file = isinstance(weights, (str, os.PathLike))
+    if from_file:
         from converter.export import read_converted
 
         state_dict, metadata = read_converted(weights)
@@ -333,9 +334,14 @@ def _build(depth: int, weights, num_classes: int) -> CaffeResNet:
         config, source = file_config, str(weights)
     else:
         state_dict, source = weights, "weights"
-    model = CaffeResNet(config)
+    with torch.device("meta"):  # no random initialisation: every tensor comes from weights
+        model = CaffeResNet(config)
+    if from_file:  # the file's tensors become the model's, as in converter.load
+        state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+    else:  # the caller keeps its tensors: the model gets copies
+        model = model.to_empty(device="cpu")
     try:
-        model.load_state_dict(state_dict, strict=True)
+        model.load_state_dict(state_dict, strict=True, assign=from_file)
     except RuntimeError as exc:
         raise ConverterError(f"{source}: do not fit ResNet-{depth}: {exc}") from None
     return model.eval()
