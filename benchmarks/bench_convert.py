@@ -84,8 +84,8 @@ def _child(approach: str, prototxt: str, caffemodel: str, output: str) -> None:
             net = converter.read_net(prototxt, caffemodel)
             seconds["read"] = time.perf_counter() - start
             start = time.perf_counter()
-            plan = conversion._plan(net, generic=False)
-            conversion._check_complete(plan, caffemodel)
+            plan = conversion.plan_conversion(net, generic=False)
+            conversion.check_complete(plan, caffemodel)
             metadata = conversion._metadata(plan, net)
             seconds["plan"] = time.perf_counter() - start
             start = time.perf_counter()

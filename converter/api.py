@@ -14,10 +14,10 @@ from torch import nn
 
 from converter.conversion import (
     NonFiniteWeightsWarning,
-    _check_complete,
-    _Plan,
-    _plan,
+    Plan,
+    check_complete,
     convert,
+    plan_conversion,
     warn_non_finite,
 )
 from converter.errors import ConverterError
@@ -35,10 +35,10 @@ __all__ = [
 ]
 
 
-def _materialize(plan: _Plan, dtype: torch.dtype, source: str) -> nn.Module:
+def _materialize(plan: Plan, dtype: torch.dtype, source: str) -> nn.Module:
     """The planned model with real storage in ``dtype``, holding the planned arrays."""
     if plan.arrays:
-        _check_complete(plan, source)
+        check_complete(plan, source)
     model = plan.build().to_empty(device="cpu")
     model.to(dtype)
     state = model.state_dict()
@@ -58,7 +58,7 @@ def build_model(net: Net, generic: bool = False, dtype: torch.dtype = torch.floa
     Caffe's ``blob / scale_factor``, which the verifier relies on.
     """
     warn_non_finite(net)
-    return _materialize(_plan(net, generic), dtype, net.weights_source or net.source)
+    return _materialize(plan_conversion(net, generic), dtype, net.weights_source or net.source)
 
 
 def model_from_config(config: dict) -> nn.Module:

@@ -34,7 +34,7 @@ INPUT_CONVENTION = (
 
 
 @dataclass
-class _Plan:
+class Plan:
     """A conversion before any module exists: the architecture, the state dict it expects
     and the arrays that fill it (views of the caffemodel where possible, nothing copied)."""
 
@@ -44,7 +44,7 @@ class _Plan:
     build: Callable[[], nn.Module]  # the empty model, on the meta device
 
 
-def _plan(net: Net, generic: bool, fuse_bn: bool = False) -> _Plan:
+def plan_conversion(net: Net, generic: bool, fuse_bn: bool = False) -> Plan:
     """``CaffeResNet`` when the net is a ResNet of Kaiming's form, else the generic module.
 
     A ResNet is planned from its config alone: its modules are built only when a model is
@@ -74,7 +74,7 @@ def _plan(net: Net, generic: bool, fuse_bn: bool = False) -> _Plan:
                 with torch.device("meta"):
                     return CaffeResNet(config)
 
-            return _Plan(config.caffe_config(), state_shapes(config), arrays, build_resnet)
+            return Plan(config.caffe_config(), state_shapes(config), arrays, build_resnet)
     if fuse_bn:
         why = "--generic was asked for" if generic else reason
         raise ConverterError(
@@ -95,14 +95,14 @@ def _plan(net: Net, generic: bool, fuse_bn: bool = False) -> _Plan:
             ) from None
         raise
     shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    return _Plan(model.caffe_config(), shapes, graph_arrays(model, net), lambda: model)
+    return Plan(model.caffe_config(), shapes, graph_arrays(model, net), lambda: model)
 
 
 def _has_weights(net: Net) -> bool:
     return any(layer.blobs for layer in net.layers)
 
 
-def _check_complete(plan: _Plan, source: str) -> None:
+def check_complete(plan: Plan, source: str) -> None:
     """Every tensor of the model must come from the caffemodel."""
     missing = [key for key in plan.shapes if key not in plan.arrays]
     if missing:
@@ -119,7 +119,7 @@ def warn_non_finite(net: Net) -> None:
 
 
 def _non_finite_blobs(net: Net) -> list[str]:
-    """ "'layer' blob i has n NaN, m Inf" for each blob that has any.
+    """For each blob with NaN or Inf values, a line "'layer' blob i has n NaN, m Inf".
 
     A float32 sum is a fast screen: it is finite whenever every value is (barring overflow,
     which the exact count below then rules out). NumPy releases the GIL while it sums.
@@ -168,7 +168,7 @@ def _hash_metadata(hashes: dict[str, str]) -> dict[str, str]:
     return {f"source_{name}_sha256": value for name, value in hashes.items()}
 
 
-def _metadata(plan: _Plan, net: Net) -> dict[str, str]:
+def _metadata(plan: Plan, net: Net) -> dict[str, str]:
     """The file's metadata (the sources' hashes join it later, when asked for)."""
     shapes = {name: list(shape) for name, shape in net.input_shapes().items()}
     return {
@@ -223,8 +223,8 @@ def convert(
                 screen = pool.submit(_non_finite_blobs, net)
                 if progress:
                     progress("read", 1, 1)
-                plan = _plan(net, generic, fuse_bn)
-                _check_complete(plan, str(caffemodel))
+                plan = plan_conversion(net, generic, fuse_bn)
+                check_complete(plan, str(caffemodel))
                 write_progress = (
                     (lambda done, total: progress("write", done, total)) if progress else None
                 )
