@@ -5,10 +5,9 @@ only those that need PyTorch import it: ``caffe2torch inspect``, ``read_net`` an
 conversion of a ResNet to safetensors do not pay for importing torch.
 """
 
-import importlib
-
 from converter.errors import ConverterError
 from converter.io.caffemodel import read_blob, read_weights
+from converter.lazy import lazy_names
 from converter.net import Layer, Net, read_net, write_caffemodel
 
 __version__ = "0.1.0"
@@ -40,13 +39,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'converter' has no attribute '{name}'")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(globals(), _LAZY)

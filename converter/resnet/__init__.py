@@ -4,8 +4,7 @@ Recognition, the config and the weight mapping need only NumPy; the modules (and
 load on first use of a name that needs them, so converting a ResNet never imports torch.
 """
 
-import importlib
-
+from converter.lazy import lazy_names
 from converter.resnet.config import (
     PoolConfig,
     ResNetConfig,
@@ -40,13 +39,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name not in _MODULES:
-        raise AttributeError(f"module 'converter.resnet' has no attribute '{name}'")
-    value = getattr(importlib.import_module("converter.resnet.model"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_MODULES))
+__getattr__, __dir__ = lazy_names(globals(), dict.fromkeys(_MODULES, "converter.resnet.model"))
