@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
+import math
 import os
 import threading
 import warnings
@@ -119,23 +120,57 @@ def warn_non_finite(net: Net) -> None:
 
 
 def _non_finite_blobs(net: Net) -> list[str]:
-    """For each blob with NaN or Inf values, a line "'layer' blob i has n NaN, m Inf".
+    """For each blob with NaN or Inf values, a line "'layer' blob i has n NaN, m Inf"."""
+    return [
+        f"'{layer.name}' blob {index} has {counts}"
+        for layer in net.layers
+        for index, blob in enumerate(layer.blobs)
+        if (counts := _non_finite_counts(blob)) is not None
+    ]
 
-    A float32 sum is a fast screen: it is finite whenever every value is (barring overflow,
-    which the exact count below then rules out). NumPy releases the GIL while it sums.
-    """
-    found = []
-    for layer in net.layers:
-        for index, blob in enumerate(layer.blobs):
-            with np.errstate(all="ignore"):  # Inf - Inf or an overflow is what we look for
-                if np.isfinite(np.sum(blob)):
-                    continue
-            nans = int(np.count_nonzero(np.isnan(blob)))
-            infs = int(np.count_nonzero(np.isinf(blob)))
-            counts = ", ".join(f"{n} {what}" for n, what in ((nans, "NaN"), (infs, "Inf")) if n)
-            if counts:
-                found.append(f"'{layer.name}' blob {index} has {counts}")
-    return found
+
+def _non_finite_counts(values: np.ndarray) -> str | None:
+    """ "n NaN, m Inf", or None when every value is finite."""
+    if values.dtype.kind != "f" or _looks_finite(values):
+        return None
+    nans = int(np.count_nonzero(np.isnan(values)))
+    infs = int(np.count_nonzero(np.isinf(values)))
+    counts = ", ".join(f"{n} {what}" for n, what in ((nans, "NaN"), (infs, "Inf")) if n)
+    return counts or None
+
+
+def _looks_finite(values: np.ndarray) -> bool:
+    """The fast screen: a sum of squares is finite whenever every value is (an overflow
+    aside, which the exact count then rules out). BLAS computes it at memory speed whatever
+    the alignment; a caffemodel's floats mostly start at odd addresses, where np.sum is 4x
+    slower (ResNet-152: the screen adds 0.025 s to the write instead of 0.055 s)."""
+    with np.errstate(all="ignore"):  # an overflow or Inf * Inf is what we look for
+        return math.isfinite(np.vdot(values, values))
+
+
+class _WrittenScreen:
+    """The non-finite screen of a conversion, fed each piece the writer is about to write.
+
+    Only a suspect tensor is looked at again: the report then names the caffemodel's blobs,
+    or, when every blob is finite, the converted tensors that overflowed (BN folding)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = arrays
+        self.suspects: set[str] = set()
+
+    def __call__(self, name: str, piece: np.ndarray) -> None:
+        if piece.dtype.kind == "f" and name not in self.suspects and not _looks_finite(piece):
+            self.suspects.add(name)
+
+    def report(self, net: Net) -> list[str]:
+        found = [
+            (name, counts)
+            for name in sorted(self.suspects)
+            if (counts := _non_finite_counts(np.asarray(self.arrays[name]))) is not None
+        ]
+        if not found:
+            return []
+        return _non_finite_blobs(net) or [f"converted '{name}' has {c}" for name, c in found]
 
 
 def _warn_non_finite(net: Net, found: list[str]) -> None:
@@ -209,10 +244,9 @@ def convert(
         if Path(output).exists() and source.exists() and os.path.samefile(output, source):
             raise ConverterError(f"{output}: is an input of this conversion; choose another -o")
     stop = threading.Event()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-        # Hashing and the non-finite screen run beside mapping and writing (hashlib and NumPy
-        # release the GIL). The hashes join the metadata after the tensors are written
-        # (write_converted's late_metadata), so nothing waits for them before that.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        # Hashing runs beside mapping and writing (hashlib releases the GIL). The hashes join
+        # the metadata after the tensors are written (write_converted's late_metadata).
         sources = {"prototxt": prototxt, "caffemodel": caffemodel} if hash_sources else {}
         hashing = {name: pool.submit(_sha256, path, stop) for name, path in sources.items()}
         try:
@@ -220,7 +254,6 @@ def convert(
             # work, and the conversion makes many small objects but no cycles: see gc_paused.
             with gc_paused():
                 net = read_net(prototxt, caffemodel)
-                screen = pool.submit(_non_finite_blobs, net)
                 if progress:
                     progress("read", 1, 1)
                 plan = plan_conversion(net, generic, fuse_bn)
@@ -233,10 +266,17 @@ def convert(
                     if hashing
                     else None
                 )
+                screen = _WrittenScreen(plan.arrays)
                 path = write_converted(
-                    plan.arrays, _metadata(plan, net), output, format, write_progress, late
+                    plan.arrays,
+                    _metadata(plan, net),
+                    output,
+                    format,
+                    write_progress,
+                    late,
+                    inspect=screen,
                 )
-                _warn_non_finite(net, screen.result())
+                _warn_non_finite(net, screen.report(net))
                 return path
         finally:
             stop.set()  # a failed conversion does not wait for the hashes

@@ -15,7 +15,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -73,11 +73,15 @@ def write_converted(
     format: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     late_metadata: Callable[[], Mapping[str, str]] | None = None,
+    inspect: Callable[[str, np.ndarray], None] | None = None,
 ) -> Path:
     """Write tensors plus string metadata atomically; ``progress(done, total)`` gets bytes.
 
     ``late_metadata()`` adds entries that are still being computed (source hashes): a
     safetensors file asks for them only after its tensors are written, so the work overlaps.
+    ``inspect(name, values)`` sees every stored tensor, as flat pieces, each just before it
+    is written: the check pulls the piece into the CPU cache, and the write copies it from
+    there, so checking costs a fraction of a separate pass over the source.
     """
     path = Path(path)
     meta = {str(k): str(v) for k, v in metadata.items()}
@@ -94,8 +98,10 @@ def write_converted(
                 if isinstance(exc.__context__, OSError):
                     raise exc.__context__ from None
                 raise
+        for name, tensor in tensors.items() if inspect else ():
+            inspect(name, tensor.reshape(-1).numpy())
     else:
-        _write_safetensors(state_dict, meta, path, progress, late_metadata)
+        _write_safetensors(state_dict, meta, path, progress, late_metadata, inspect)
     return path
 
 
@@ -117,19 +123,20 @@ def _as_tensor(value: torch.Tensor | np.ndarray) -> torch.Tensor:
     return torch.from_numpy(value)
 
 
+# (kind, itemsize) -> safetensors dtype: ``dtype.name`` costs microseconds per call
 _NUMPY_DTYPES = {
-    "float32": "F32",
-    "float64": "F64",
-    "float16": "F16",
-    "int64": "I64",
-    "int32": "I32",
-    "uint8": "U8",
-    "bool": "BOOL",
+    ("f", 4): "F32",
+    ("f", 8): "F64",
+    ("f", 2): "F16",
+    ("i", 8): "I64",
+    ("i", 4): "I32",
+    ("u", 1): "U8",
+    ("b", 1): "BOOL",
 }
 
 
 def _stored_bytes(name: str, value: torch.Tensor | np.ndarray, path: Path):
-    """(safetensors dtype, shape, flat little-endian array of the bytes to store)."""
+    """(safetensors dtype, shape, the values to store as a flat little-endian array)."""
     if _is_tensor(value):
         import torch
 
@@ -137,13 +144,15 @@ def _stored_bytes(name: str, value: torch.Tensor | np.ndarray, path: Path):
         dtypes = _torch_dtypes()
         if tensor.dtype not in dtypes:
             raise ConverterError(f"{path}: cannot store tensor '{name}' of dtype {tensor.dtype}")
-        flat = tensor.reshape(-1).view(torch.uint8).numpy()
+        flat = tensor.reshape(-1)  # NumPy has no bfloat16: those go as raw bytes
+        flat = flat.view(torch.uint8).numpy() if flat.dtype == torch.bfloat16 else flat.numpy()
         return dtypes[tensor.dtype], list(tensor.shape), flat
     array = np.asarray(value)
-    if array.dtype.name not in _NUMPY_DTYPES:
+    dtype = _NUMPY_DTYPES.get((array.dtype.kind, array.dtype.itemsize))
+    if dtype is None:
         raise ConverterError(f"{path}: cannot store tensor '{name}' of dtype {array.dtype}")
     flat = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).reshape(-1)
-    return _NUMPY_DTYPES[array.dtype.name], list(array.shape), flat
+    return dtype, list(array.shape), flat
 
 
 def _write_safetensors(
@@ -152,14 +161,15 @@ def _write_safetensors(
     path: Path,
     progress: Callable[[int, int], None] | None,
     late_metadata: Callable[[], Mapping[str, str]] | None = None,
+    inspect: Callable[[str, np.ndarray], None] | None = None,
 ) -> None:
     """Header, then each tensor's bytes written straight from its memory (a view of the
-    caffemodel: nothing is copied in Python). With ``late_metadata`` the header is written
-    with room to spare and rewritten in place once the tensors are on disk.
+    caffemodel: nothing is copied in Python), in pieces of at most ``WRITE_PIECE_BYTES``.
+    With ``late_metadata`` the header is written with room to spare and rewritten in place
+    once the tensors are on disk.
 
     Tried and not kept: ``os.copy_file_range`` from the caffemodel per tensor (kernel to
-    kernel, as ``shutil.copyfile``): slower end to end than writing from the mapping, whose
-    pages the non-finite screen is faulting in on the other core meanwhile."""
+    kernel, as ``shutil.copyfile``): slower end to end than writing from the mapping."""
     header: dict[str, object] = {"__metadata__": dict(metadata)}
     offset = 0
     ordered = []
@@ -171,15 +181,19 @@ def _write_safetensors(
             "data_offsets": [offset, offset + data.nbytes],
         }
         offset += data.nbytes
-        ordered.append(data)
+        ordered.append((name, data))
     encoded = _encode_header(header, LATE_METADATA_BYTES if late_metadata else 0)
     total = offset
     done = 0
-    with atomic_write(path) as handle:
-        handle.write(len(encoded).to_bytes(8, "little"))
-        handle.write(encoded)
-        for data in ordered:
-            handle.write(memoryview(data).cast("B"))
+    with atomic_write(path, buffered=False) as handle:
+        _write_all(handle, len(encoded).to_bytes(8, "little") + encoded)
+        for name, data in ordered:
+            step = max(1, WRITE_PIECE_BYTES // data.itemsize)
+            for start in range(0, max(data.size, 1), step):
+                piece = data[start : start + step]
+                if inspect is not None:
+                    inspect(name, piece)
+                _write_all(handle, memoryview(piece).cast("B"))
             done += data.nbytes
             if progress is not None:
                 progress(done, total)
@@ -191,7 +205,21 @@ def _write_safetensors(
                     f"{path}: late metadata exceeds the {LATE_METADATA_BYTES} bytes kept for it"
                 )
             handle.seek(8)
-            handle.write(final + b" " * (len(encoded) - len(final)))
+            _write_all(handle, final + b" " * (len(encoded) - len(final)))
+
+
+# One write() per piece of at most this size, which stays in the L2 cache between the check
+# and the write. ResNet-152 (241 MB) from a memory map: whole-tensor writes 0.145 s, 1 MiB
+# pieces 0.119 s, 256 KiB pieces 0.105 s (the copy's time); the check before each write adds
+# 0.03 s, after it 0.06 s.
+WRITE_PIECE_BYTES = 1 << 18
+
+
+def _write_all(handle: BinaryIO, data: bytes | memoryview) -> None:
+    """An unbuffered write may be short (a signal, a nearly full disk): finish it."""
+    view = memoryview(data)
+    while view:
+        view = view[handle.write(view) :]
 
 
 # Room kept in a safetensors header for late metadata (two sha256 entries need ~190 bytes).

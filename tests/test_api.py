@@ -344,6 +344,39 @@ def test_writer_stores_arrays_and_tensors_of_every_dtype_bit_exactly(fmt, tmp_pa
         assert torch.equal(stored[name], want), name
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_writer_shows_every_stored_value_once_in_pieces(fmt, tmp_path, monkeypatch):
+    """``inspect`` (the conversion's NaN/Inf screen) sees each tensor's values exactly once,
+    in order; safetensors pieces stay within WRITE_PIECE_BYTES and still round-trip."""
+    import converter.export as export
+
+    monkeypatch.setattr(export, "WRITE_PIECE_BYTES", 64)
+    rng = np.random.default_rng(1)
+    state = {
+        "big": rng.standard_normal((7, 9)).astype(np.float32),  # 252 bytes: four pieces
+        "odd": rng.standard_normal(5).astype(">f8"),
+        "count": np.zeros((), np.int64),
+        "empty": np.zeros((0, 3), np.float32),
+        "tensor": torch.randn(2, 40),  # 320 bytes: five pieces
+    }
+    seen: dict[str, list[np.ndarray]] = {}
+    path = write_converted(
+        state,
+        {"config": "{}"},
+        tmp_path / f"pieces.{fmt}",
+        inspect=lambda name, piece: seen.setdefault(name, []).append(piece.copy()),
+    )
+    assert set(seen) == set(state)
+    for name, value in state.items():
+        assert np.array_equal(np.concatenate(seen[name]), np.asarray(value).reshape(-1)), name
+    if fmt == "safetensors":
+        assert len(seen["big"]) == 4 and max(p.nbytes for p in seen["big"]) <= 64
+        assert len(seen["tensor"]) == 5 and seen["tensor"][0].dtype == np.float32
+    stored, _ = read_converted(path)
+    for name, value in state.items():
+        assert np.array_equal(stored[name].numpy(), np.asarray(value)), name
+
+
 def test_builder_loads_a_file_of_its_architecture_and_refuses_others(tmp_path, converted):
     """A full-width ResNet-18 with random weights, stored as ``convert`` stores a model."""
     torch.manual_seed(0)

@@ -748,11 +748,13 @@ def test_disk_full_half_way(capsys, small, tmp_path, monkeypatch, fmt):
     class FillsUp(io.FileIO):
         written = 0
 
-        def write(self, data):
-            if FillsUp.written + len(memoryview(data).cast("B")) > size // 2:
+        def write(self, data):  # as the kernel does: a short write, then ENOSPC
+            room = size // 2 - FillsUp.written
+            if room <= 0:
                 raise OSError(errno.ENOSPC, "No space left on device")
-            FillsUp.written += len(memoryview(data).cast("B"))
-            return super().write(data)
+            written = super().write(memoryview(data).cast("B")[:room])
+            FillsUp.written += written
+            return written
 
     real_fdopen = os.fdopen
 
@@ -878,6 +880,18 @@ def test_nan_and_inf_weights_convert_with_a_warning(capsys, small, tmp_path):
     code, out, err = run_cli(capsys, "verify", proto, bad, "--reference", "numpy")
     assert "caffe2torch: warning:" in err and "NaN" in err
     assert "non-finite" in out or "NaN" in out, out
+
+
+def test_huge_but_finite_weights_convert_silently(capsys, small, tmp_path):
+    """The fast screen squares values: 3e38 overflows it, and the exact count clears it."""
+    param = small_param(small)
+    stored(param, "conv1").blobs[0].data[5] = 3e38
+    stored(param, "fc").blobs[0].data[0] = -3.4e38
+    huge = write_param(tmp_path / "huge.caffemodel", param)
+    output = tmp_path / "huge.safetensors"
+    code, out, err = run_cli(capsys, "convert", small / "small.prototxt", huge, "-o", output)
+    assert code == 0 and output.is_file()
+    assert err == "", err
 
 
 # ----------------------------------------------------------------------------- a real terminal

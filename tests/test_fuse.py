@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
 import converter
 from conftest import RESNET_CASES, load_case, rel_error
+from converter import caffe_pb2
 from converter.cli import main
 
 
@@ -74,3 +76,30 @@ def test_fuse_bn_refuses_a_net_that_is_not_a_resnet(tmp_path, capsys):
     assert main(argv) == 2
     assert "--fuse-bn" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_fold_that_overflows_is_reported_by_converted_tensor(tmp_path):
+    """Every caffemodel value is finite, yet W * gamma / sqrt(var + eps) exceeds float32:
+    the warning names the converted tensor, and the unfused conversion stays silent."""
+    case = load_case("resnet18_w8")
+    param = caffe_pb2.NetParameter.FromString(case.caffemodel.read_bytes())
+    layers = {layer.name: layer for layer in param.layer}
+    layers["conv1"].blobs[0].data[0] = 3e38
+    layers["bn_conv1"].blobs[1].data[0] = 0.0  # variance
+    layers["scale_conv1"].blobs[0].data[0] = 1.0  # gamma: k = 1 / sqrt(eps) ~ 316
+    model = tmp_path / "huge.caffemodel"
+    model.write_bytes(param.SerializeToString())
+
+    with pytest.warns(converter.NonFiniteWeightsWarning) as caught:
+        with np.errstate(over="ignore"):
+            path = converter.convert(case.prototxt, model, tmp_path / "f.safetensors", fuse_bn=True)
+    (message,) = [str(w.message) for w in caught if w.category is converter.NonFiniteWeightsWarning]
+    assert "converted 'conv1.weight' has 1 Inf" in message and "blob" not in message
+    with safe_open(str(path), "np") as handle:
+        assert np.isinf(handle.get_tensor("conv1.weight")).sum() == 1
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", converter.NonFiniteWeightsWarning)
+        converter.convert(case.prototxt, model, tmp_path / "plain.safetensors")

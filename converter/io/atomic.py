@@ -13,9 +13,10 @@ from converter.errors import ConverterError
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+def atomic_write(path: str | os.PathLike, buffered: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary handle on a temporary file beside ``path``; rename it into place on
-    success, delete it on any failure (including a full disk while writing or closing)."""
+    success, delete it on any failure (including a full disk while writing or closing).
+    An unbuffered handle (``buffered=False``) writes large pieces without copying them."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
@@ -25,7 +26,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     except OSError as exc:
         raise ConverterError(f"{path}: cannot write ({exc.strerror or exc})") from None
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(fd, "wb", buffering=-1 if buffered else 0) as handle:
             yield handle
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
