@@ -48,9 +48,12 @@ def fuse_resnet(
         weight = arrays[f"{conv}.weight"].astype(np.float64)
         bias = arrays.get(f"{conv}.bias")
         bias = np.zeros(weight.shape[0]) if bias is None else bias.astype(np.float64)
-        k = gamma / np.sqrt(var + config.eps(bn))
-        fused[f"{conv}.weight"] = (weight * k[:, None, None, None]).astype(np.float32)
-        fused[f"{conv}.bias"] = ((bias - mean) * k + beta).astype(np.float32)
+        # What overflows float32 or turns NaN here is reported once, by name, by the
+        # conversion's non-finite screen, not as NumPy warnings pointing at this line.
+        with np.errstate(all="ignore"):
+            k = gamma / np.sqrt(var + config.eps(bn))
+            fused[f"{conv}.weight"] = (weight * k[:, None, None, None]).astype(np.float32)
+            fused[f"{conv}.bias"] = ((bias - mean) * k + beta).astype(np.float32)
         for suffix in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
             fused.pop(f"{bn}.{suffix}", None)
     # Taps between a conv and its BN no longer exist; the last tap of each blob still does.
