@@ -80,7 +80,7 @@ def write_converted(
     safetensors file asks for them only after its tensors are written, so the work overlaps.
     """
     path = Path(path)
-    meta = {str(k): str(v) for k, v in metadata.items()}
+    meta = _strings(metadata)
     if output_format(path, format) == "pt":
         import torch
 
