@@ -12,6 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+LEGACY = FIXTURES / "legacy_formats"
+KAIMING = FIXTURES / "kaiming"  # Kaiming's deploy prototxts and mean file
 SHARED_FIXTURES = Path(
     os.environ.get("CAFFE2TORCH_SHARED_FIXTURES", ROOT.parent / "shared" / "fixtures")
 )

@@ -119,6 +119,15 @@ def junk_field(draw) -> bytes:
     return key(number, wire) + body
 
 
+# BlobProto data fields: kind -> (field number, wire type, bytes per value)
+_DATA_FIELDS = {
+    "data": (5, 2, 4),
+    "data_unpacked": (5, 5, 4),
+    "double": (8, 2, 8),
+    "double_unpacked": (8, 1, 8),
+}
+
+
 @st.composite
 def blob_message(draw) -> bytes:
     """BlobProto bytes: shapes (packed, unpacked, legacy), float/double data, junk."""
@@ -144,20 +153,14 @@ def blob_message(draw) -> bytes:
             parts.append(draw(delimited(7, body)))
         elif kind == "legacy":
             parts.append(key(draw(st.integers(1, 4)), 0) + varint(draw(dims)))
-        elif kind == "data":
-            parts.append(draw(delimited(5, draw(st.binary(max_size=96)))))
-        elif kind == "data_unpacked":
-            count = draw(st.integers(0, 6))
-            parts.append(
-                b"".join(key(5, 5) + draw(st.binary(min_size=4, max_size=4)) for _ in range(count))
-            )
-        elif kind == "double":
-            parts.append(draw(delimited(8, draw(st.binary(max_size=96)))))
-        elif kind == "double_unpacked":
-            count = draw(st.integers(0, 6))
-            parts.append(
-                b"".join(key(8, 1) + draw(st.binary(min_size=8, max_size=8)) for _ in range(count))
-            )
+        elif kind in _DATA_FIELDS:  # float (5) or double (8) data, packed or one by one
+            number, wire, width = _DATA_FIELDS[kind]
+            if wire == 2:
+                parts.append(draw(delimited(number, draw(st.binary(max_size=96)))))
+            else:
+                count = draw(st.integers(0, 6))
+                value = st.binary(min_size=width, max_size=width)
+                parts.append(b"".join(key(number, wire) + draw(value) for _ in range(count)))
         else:
             parts.append(draw(junk_field()))
     return b"".join(parts)

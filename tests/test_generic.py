@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from conftest import (
     EDGE_CASES,
-    FIXTURES,
+    LEGACY,
     RESNET_CASES,
     load_case,
     rel_error,
@@ -26,7 +26,6 @@ from converter.generic import CaffeGraph, supported_layer_types
 from converter.io.prototxt import parse_prototxt
 from converter.net import net_from_param
 
-LEGACY = FIXTURES / "legacy_formats"
 FLT_MAX = float(np.finfo(np.float32).max)
 
 

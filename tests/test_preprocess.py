@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, ROOT
+from conftest import KAIMING, ROOT
 from converter import caffe_pb2, preprocess
 from converter.errors import ConverterError
 from converter.io.caffemodel import read_blob
@@ -16,7 +16,7 @@ Image = pytest.importorskip("PIL.Image")
 
 CHELSEA = ROOT / "examples" / "chelsea.png"  # 451 x 300 (W x H)
 COFFEE = ROOT / "examples" / "coffee.png"  # 600 x 400
-KAIMING_MEAN = FIXTURES / "kaiming" / "ResNet_mean.binaryproto"  # 1x3x224x224, BGR
+KAIMING_MEAN = KAIMING / "ResNet_mean.binaryproto"  # 1x3x224x224, BGR
 NET = (1, 3, 224, 224)
 
 

@@ -11,6 +11,8 @@ import converter
 from conftest import (
     EDGE_CASES,
     FIXTURES,
+    KAIMING,
+    LEGACY,
     RESNET_CASES,
     load_case,
     shared_case,
@@ -20,9 +22,6 @@ from converter import caffe_pb2
 from converter.io.caffemodel import read_caffemodel
 from converter.io.prototxt import parse_prototxt
 from converter.net import net_from_param
-
-LEGACY = FIXTURES / "legacy_formats"
-KAIMING = FIXTURES / "kaiming"
 
 
 def assert_bit_equal(weights: dict[str, list[np.ndarray]], params: dict[str, np.ndarray]):

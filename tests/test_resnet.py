@@ -19,6 +19,7 @@ from google.protobuf import text_format
 
 from conftest import (
     FIXTURES,
+    KAIMING,
     RESNET_CASES,
     SHARED_FIXTURES,
     load_case,
@@ -44,7 +45,6 @@ from converter.resnet import (
     state_shapes,
 )
 
-KAIMING = FIXTURES / "kaiming"
 SHARED_RESNETS = shared_cases("resnet")
 BN_FACTOR = np.float32(999.98)
 

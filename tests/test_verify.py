@@ -17,8 +17,10 @@ import pytest
 import converter
 from conftest import (
     EDGE_CASES,
-    FIXTURES,
+    KAIMING,
+    LEGACY,
     RESNET_CASES,
+    ROOT,
     load_case,
     shared_case,
     shared_cases,
@@ -28,9 +30,6 @@ from converter.cli import main
 from converter.export import read_converted, write_converted
 from converter.verify import FLOAT32_TOLERANCE, FLOAT64_TOLERANCE, verify
 
-LEGACY = FIXTURES / "legacy_formats"
-KAIMING = FIXTURES / "kaiming"
-ROOT = FIXTURES.parent.parent
 BN_FACTOR = 999.98  # the fixtures store BatchNorm statistics times this factor
 
 # name -> (prototxt, caffemodel, input.npy, blobs.npz, tolerance): every bundled fixture
