@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from converter.executor import run_reference
 from converter.net import read_net
-from converter.reference import run_reference
 
 PROTOTXT = (
     Path(__file__).resolve().parent.parent / "tests/fixtures/kaiming/ResNet-50-deploy.prototxt"

@@ -19,7 +19,7 @@ import numpy as np
 
 import converter
 from converter.errors import ConverterError
-from converter.reference import run_reference
+from converter.executor import run_reference
 from converter.references import opencv_blobs
 
 REPO = Path(__file__).resolve().parent.parent

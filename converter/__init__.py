@@ -2,11 +2,13 @@
 
 The readers load eagerly (NumPy and protobuf only); other names load on first use, and
 only those that need PyTorch import it: ``caffe2torch inspect``, ``read_net`` and the
-conversion of a ResNet to safetensors do not pay for importing torch.
+conversion of a ResNet to safetensors do not pay for importing torch. ``register_layer``
+makes a layer type known (its shape rule, PyTorch module, weights and NumPy forward).
 """
 
 from converter.errors import ConverterError
 from converter.io.caffemodel import read_blob, read_weights
+from converter.layers import register_layer, unregister_layer
 from converter.lazy import lazy_names
 from converter.net import Layer, Net, read_net, write_caffemodel
 
@@ -34,6 +36,8 @@ __all__ = [
     "read_blob",
     "read_net",
     "read_weights",
+    "register_layer",
+    "unregister_layer",
     "write_caffemodel",
     *_LAZY,
 ]

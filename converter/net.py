@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,14 +19,18 @@ from converter import caffe_pb2
 from converter.errors import ConverterError
 from converter.io.caffemodel import StoredLayer, read_caffemodel, write_layers
 from converter.io.prototxt import read_prototxt
-
-Shape = tuple[int, ...]
-
-# Layers whose output has the shape of their first input and that hold no parameters.
-_SAME_SHAPE = {
-    "ReLU", "Sigmoid", "TanH", "Power", "AbsVal", "Dropout", "Softmax", "LRN", "BNLL",
-    "ELU", "Exp", "Log", "Threshold", "Swish", "Clip", "MVN",
-}  # fmt: skip
+from converter.layers import (  # noqa: F401  (geometry helpers: their old home was here)
+    LayerShapes,
+    PoolGeometry,
+    Shape,
+    canonical_axis,
+    conv_geometry,
+    lookup,
+    pool_geometry,
+    reshape_shape,
+    slice_bounds,
+)
+from converter.layers.shape import input_shapes as declared_input_shapes
 
 
 @dataclass
@@ -44,17 +47,6 @@ class Layer:
     @property
     def in_place(self) -> bool:
         return bool(self.tops) and self.tops == self.bottoms[: len(self.tops)]
-
-
-@dataclass
-class LayerShapes:
-    """Shapes Caffe gives one layer for a given input: its tops and its parameter blobs.
-
-    ``param_shapes`` is None for a layer type whose parameters this tool cannot predict.
-    """
-
-    top_shapes: list[Shape]
-    param_shapes: list[Shape] | None
 
 
 @dataclass
@@ -77,18 +69,8 @@ class Net:
         shapes: dict[str, Shape] = {}
         for layer in self.layers:
             if layer.type == "Input":
-                declared = [tuple(s.dim) for s in layer.param.input_param.shape]
-                if len(declared) > 1 and len(declared) != len(layer.tops):
-                    raise ConverterError(
-                        f"{self.source}: Input layer '{layer.name}' has {len(layer.tops)} tops "
-                        f"but {len(declared)} shapes (give one shape, or one per top)"
-                    )
-                for index, top in enumerate(layer.tops):
-                    if not declared:
-                        raise ConverterError(
-                            f"{self.source}: Input layer '{layer.name}' declares no shape"
-                        )
-                    shapes[top] = declared[index] if len(declared) > 1 else declared[0]
+                where = f"{self.source}: Input layer '{layer.name}'"
+                shapes.update(zip(layer.tops, declared_input_shapes(layer, where)))
         return shapes
 
     def blob_names(self) -> list[str]:
@@ -280,113 +262,25 @@ def _fmt(shapes) -> str:
 # ----------------------------------------------------------------------------- shapes
 
 
-def canonical_axis(axis: int, ndim: int, where: str) -> int:
-    if not -ndim <= axis < ndim:
-        raise ConverterError(f"{where}: axis {axis} is out of range for a {ndim}-D blob")
-    return axis % ndim
-
-
-def conv_geometry(cp: caffe_pb2.ConvolutionParameter, spatial: int, where: str):
-    """(kernel, stride, pad, dilation) per spatial axis, by Caffe's rules for repeated values."""
-
-    def expand(values: Sequence[int], h: int | None, w: int | None, default: int, what: str):
-        if h is not None or w is not None:
-            if spatial != 2:
-                raise ConverterError(f"{where}: {what}_h/{what}_w need 2 spatial axes")
-            if values:
-                raise ConverterError(f"{where}: give either {what} or {what}_h/{what}_w")
-            return [h if h is not None else default, w if w is not None else default]
-        if not values:
-            return [default] * spatial
-        if len(values) == 1:
-            return [values[0]] * spatial
-        if len(values) != spatial:
-            raise ConverterError(
-                f"{where}: {what} has {len(values)} values for {spatial} spatial axes"
-            )
-        return list(values)
-
-    def hw(name: str):
-        h, w = f"{name}_h", f"{name}_w"
-        return (
-            getattr(cp, h) if cp.HasField(h) else None,
-            getattr(cp, w) if cp.HasField(w) else None,
-        )
-
-    kernel = expand(cp.kernel_size, *hw("kernel"), 0, "kernel_size")
-    stride = expand(cp.stride, *hw("stride"), 1, "stride")
-    pad = expand(cp.pad, *hw("pad"), 0, "pad")
-    dilation = expand(cp.dilation, None, None, 1, "dilation")
-    if any(k <= 0 for k in kernel):
-        raise ConverterError(f"{where}: kernel size must be positive, found {kernel}")
-    if any(s <= 0 for s in stride) or any(d <= 0 for d in dilation):
-        raise ConverterError(f"{where}: stride and dilation must be positive")
-    return kernel, stride, pad, dilation
-
-
-@dataclass
-class PoolGeometry:
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    pad: tuple[int, int]
-    output: tuple[int, int]
-
-
-def pool_geometry(pp: caffe_pb2.PoolingParameter, height: int, width: int, where: str):
-    """Kernel, stride, pad and output size of a Pooling layer, exactly as Caffe computes them."""
-    if pp.global_pooling:
-        kernel = (height, width)
-    elif pp.HasField("kernel_h") or pp.HasField("kernel_w"):
-        kernel = (pp.kernel_h, pp.kernel_w)
-    elif pp.HasField("kernel_size"):
-        kernel = (pp.kernel_size, pp.kernel_size)
-    else:
-        raise ConverterError(f"{where}: pooling needs kernel_size or kernel_h/kernel_w")
-    pad = (pp.pad_h, pp.pad_w) if pp.HasField("pad_h") or pp.HasField("pad_w") else (pp.pad,) * 2
-    if pp.HasField("stride_h") or pp.HasField("stride_w"):
-        stride = (pp.stride_h, pp.stride_w)
-    else:
-        stride = (pp.stride,) * 2
-    if pp.global_pooling:
-        if any(pad) or stride != (1, 1):
-            raise ConverterError(f"{where}: global pooling needs pad 0 and stride 1")
-    if min(kernel) <= 0 or min(stride) <= 0 or min(pad) < 0:
-        raise ConverterError(f"{where}: pooling kernel/stride must be positive, pad >= 0")
-    if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
-        raise ConverterError(f"{where}: pooling pad {pad} must be smaller than kernel {kernel}")
-    floor = pp.round_mode == caffe_pb2.PoolingParameter.FLOOR
-    output = []
-    for size, k, s, p in zip((height, width), kernel, stride, pad):
-        span = size + 2 * p - k
-        out = (span // s if floor else -(-span // s)) + 1
-        output.append(out)
-    if any(pad):  # Caffe applies the clip to both axes when either has padding
-        for axis in range(2):
-            if (output[axis] - 1) * stride[axis] >= (height, width)[axis] + pad[axis]:
-                output[axis] -= 1
-    if pp.global_pooling:
-        output = [1, 1]
-    if min(output) <= 0:
-        raise ConverterError(f"{where}: pooling gives an empty output for input {height}x{width}")
-    return PoolGeometry(kernel, stride, pad, (output[0], output[1]))
-
-
 def infer_shapes(
     net: Net, input_shapes: Mapping[str, Sequence[int]] | None = None
 ) -> list[LayerShapes]:
-    """Run Caffe's Reshape logic over the net, layer by layer."""
+    """Run Caffe's Reshape logic over the net, layer by layer, with each type's shape rule.
+
+    ``input_shapes`` (blob name -> shape) overrides what the Input layers declare. A layer
+    type without a registered rule raises ConverterError naming the layer.
+    """
     blobs: dict[str, Shape] = {}
     overrides = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
     result = []
     for layer in net.layers:
         where = f"{net.source}: layer '{layer.name}' ({layer.type})"
-        bottoms = [blobs[b] for b in layer.bottoms]
+        record = lookup(layer.type)
+        if record is None:
+            raise ConverterError(f"{where}: layer type '{layer.type}' is not supported")
+        shapes = record.shape(layer, [blobs[b] for b in layer.bottoms], where)
         if layer.type == "Input":
-            declared = net.input_shapes()
-            tops = [overrides.get(t, declared[t]) for t in layer.tops]
-            shapes = LayerShapes(tops, [])
-        else:
-            shapes = _layer_shapes(layer, bottoms, where)
+            shapes.top_shapes = [overrides.get(t, s) for t, s in zip(layer.tops, shapes.top_shapes)]
         if len(shapes.top_shapes) != len(layer.tops):
             raise ConverterError(
                 f"{where}: expected {len(shapes.top_shapes)} top(s), found {len(layer.tops)}"
@@ -397,202 +291,6 @@ def infer_shapes(
             blobs[top] = tuple(int(d) for d in shape)
         result.append(shapes)
     return result
-
-
-def _need_bottoms(bottoms: list[Shape], count: int | tuple[int, int], where: str) -> None:
-    low, high = (count, count) if isinstance(count, int) else count
-    if not low <= len(bottoms) <= high:
-        raise ConverterError(f"{where}: expected {count} bottom(s), found {len(bottoms)}")
-
-
-def _layer_shapes(layer: Layer, bottoms: list[Shape], where: str) -> LayerShapes:
-    t, p = layer.type, layer.param
-    if t in ("Convolution", "Deconvolution"):
-        return _conv_shapes(p.convolution_param, bottoms, where, deconv=t == "Deconvolution")
-    if t == "InnerProduct":
-        _need_bottoms(bottoms, 1, where)
-        ip = p.inner_product_param
-        axis = canonical_axis(ip.axis, len(bottoms[0]), where)
-        k = math.prod(bottoms[0][axis:])
-        n = ip.num_output
-        params = [(k, n) if ip.transpose else (n, k)] + ([(n,)] if ip.bias_term else [])
-        return LayerShapes([bottoms[0][:axis] + (n,)], params)
-    if t == "Pooling":
-        _need_bottoms(bottoms, 1, where)
-        if len(bottoms[0]) != 4:
-            raise ConverterError(f"{where}: pooling needs a 4-D input, found {bottoms[0]}")
-        n, c, h, w = bottoms[0]
-        geometry = pool_geometry(p.pooling_param, h, w, where)
-        return LayerShapes([(n, c) + geometry.output], [])
-    if t == "BatchNorm":
-        _need_bottoms(bottoms, 1, where)
-        channels = bottoms[0][1] if len(bottoms[0]) > 1 else 1
-        return LayerShapes([bottoms[0]], [(channels,), (channels,), (1,)])
-    if t in ("Scale", "Bias"):
-        return _scale_shapes(layer, bottoms, where)
-    if t == "PReLU":
-        _need_bottoms(bottoms, 1, where)
-        channels = bottoms[0][1] if len(bottoms[0]) > 1 else 1
-        shared = p.prelu_param.channel_shared
-        return LayerShapes([bottoms[0]], [() if shared else (channels,)])
-    if t in _SAME_SHAPE:
-        _need_bottoms(bottoms, 1, where)
-        return LayerShapes([bottoms[0]], [])
-    if t == "Eltwise":
-        _need_bottoms(bottoms, (2, 1 << 30), where)
-        if any(b != bottoms[0] for b in bottoms):
-            raise ConverterError(f"{where}: inputs differ in shape: {bottoms}")
-        if p.eltwise_param.coeff and len(p.eltwise_param.coeff) != len(bottoms):
-            raise ConverterError(
-                f"{where}: {len(p.eltwise_param.coeff)} coeffs for {len(bottoms)} inputs"
-            )
-        return LayerShapes([bottoms[0]], [])
-    if t == "Split":
-        _need_bottoms(bottoms, 1, where)
-        return LayerShapes([bottoms[0]] * len(layer.tops), [])
-    if t == "Concat":
-        return _concat_shapes(p.concat_param, bottoms, where)
-    if t == "Slice":
-        return _slice_shapes(p.slice_param, bottoms, len(layer.tops), where)
-    if t == "Flatten":
-        _need_bottoms(bottoms, 1, where)
-        shape = bottoms[0]
-        start = canonical_axis(p.flatten_param.axis, len(shape), where)
-        end = canonical_axis(p.flatten_param.end_axis, len(shape), where)
-        return LayerShapes(
-            [shape[:start] + (math.prod(shape[start : end + 1]),) + shape[end + 1 :]], []
-        )
-    if t == "Reshape":
-        _need_bottoms(bottoms, 1, where)
-        return LayerShapes([reshape_shape(p.reshape_param, bottoms[0], where)], [])
-    raise ConverterError(f"{where}: layer type '{t}' is not supported")
-
-
-def _conv_shapes(cp, bottoms: list[Shape], where: str, deconv: bool) -> LayerShapes:
-    _need_bottoms(bottoms, (1, 1 << 30), where)
-    shape = bottoms[0]
-    axis = canonical_axis(cp.axis, len(shape), where)
-    spatial = len(shape) - axis - 1
-    kernel, stride, pad, dilation = conv_geometry(cp, spatial, where)
-    channels, group, n_out = shape[axis], cp.group, cp.num_output
-    if group <= 0 or channels % group or n_out % group:
-        raise ConverterError(
-            f"{where}: {channels} input and {n_out} output channels are not divisible "
-            f"by group {group}"
-        )
-    out = []
-    for size, k, s, pd, d in zip(shape[axis + 1 :], kernel, stride, pad, dilation):
-        extent = d * (k - 1) + 1
-        out.append(
-            s * (size - 1) + extent - 2 * pd if deconv else (size + 2 * pd - extent) // s + 1
-        )
-    if deconv:
-        weight = (channels, n_out // group, *kernel)
-    else:
-        weight = (n_out, channels // group, *kernel)
-    params = [weight] + ([(n_out,)] if cp.bias_term else [])
-    top = shape[:axis] + (n_out, *out)
-    return LayerShapes([top] * len(bottoms), params)
-
-
-def _scale_shapes(layer: Layer, bottoms: list[Shape], where: str) -> LayerShapes:
-    _need_bottoms(bottoms, (1, 2), where)
-    sp = layer.param.scale_param if layer.type == "Scale" else layer.param.bias_param
-    shape = bottoms[0]
-    if len(bottoms) == 2:
-        operand = bottoms[1]
-    else:
-        axis = canonical_axis(sp.axis, len(shape), where) if shape else 0
-        num_axes = sp.num_axes
-        if num_axes < -1:
-            raise ConverterError(f"{where}: num_axes must be -1 or non-negative")
-        end = len(shape) if num_axes == -1 else axis + num_axes
-        if end > len(shape):
-            raise ConverterError(f"{where}: axis {axis} + num_axes {num_axes} exceeds {shape}")
-        operand = shape[axis:end]
-    if layer.type == "Bias":
-        params = [] if len(bottoms) == 2 else [operand]
-    else:
-        params = [] if len(bottoms) == 2 else [operand]
-        if sp.bias_term:
-            params.append(operand)
-    return LayerShapes([shape], params)
-
-
-def _concat_shapes(cp, bottoms: list[Shape], where: str) -> LayerShapes:
-    _need_bottoms(bottoms, (1, 1 << 30), where)
-    axis_value = cp.concat_dim if cp.HasField("concat_dim") else cp.axis
-    axis = canonical_axis(axis_value, len(bottoms[0]), where)
-    for b in bottoms[1:]:
-        if len(b) != len(bottoms[0]) or any(
-            x != y for i, (x, y) in enumerate(zip(b, bottoms[0])) if i != axis
-        ):
-            raise ConverterError(f"{where}: inputs {bottoms} differ outside axis {axis}")
-    total = sum(b[axis] for b in bottoms)
-    return LayerShapes([bottoms[0][:axis] + (total,) + bottoms[0][axis + 1 :]], [])
-
-
-def _slice_shapes(sp, bottoms: list[Shape], n_tops: int, where: str) -> LayerShapes:
-    _need_bottoms(bottoms, 1, where)
-    shape = bottoms[0]
-    axis_value = sp.slice_dim if sp.HasField("slice_dim") else sp.axis
-    axis = canonical_axis(axis_value, len(shape), where)
-    size = shape[axis]
-    points = list(sp.slice_point)
-    if n_tops < 1:
-        raise ConverterError(f"{where}: a Slice layer needs at least one top")
-    if points:
-        if len(points) != n_tops - 1 or points != sorted(points) or points[-1] >= size:
-            raise ConverterError(
-                f"{where}: slice points {points} do not fit {n_tops} tops of {size}"
-            )
-        bounds = [0, *points, size]
-        sizes = [b - a for a, b in zip(bounds, bounds[1:])]
-    else:
-        if size % n_tops:
-            raise ConverterError(f"{where}: {size} does not split evenly into {n_tops} tops")
-        sizes = [size // n_tops] * n_tops
-    return LayerShapes([shape[:axis] + (s,) + shape[axis + 1 :] for s in sizes], [])
-
-
-def slice_bounds(sp, size: int, n_tops: int) -> list[tuple[int, int]]:
-    """[start, end) of each Slice top along the slice axis."""
-    points = list(sp.slice_point) or [size // n_tops * i for i in range(1, n_tops)]
-    bounds = [0, *points, size]
-    return list(zip(bounds, bounds[1:]))
-
-
-def reshape_shape(rp, shape: Shape, where: str) -> Shape:
-    """Top shape of a Reshape layer: 0 copies an input axis, -1 is inferred (Caffe rules)."""
-    dims = list(rp.shape.dim)
-    start = canonical_axis(rp.axis, len(shape) + 1, where) if rp.axis < 0 else rp.axis
-    if rp.axis < 0:
-        start = len(shape) + 1 + rp.axis
-    if start > len(shape):
-        raise ConverterError(f"{where}: reshape axis {rp.axis} out of range for {shape}")
-    end = len(shape) if rp.num_axes == -1 else start + rp.num_axes
-    if rp.num_axes < -1 or end > len(shape):
-        raise ConverterError(f"{where}: reshape num_axes {rp.num_axes} out of range for {shape}")
-    new = []
-    for i, d in enumerate(dims):
-        if d == 0:
-            if start + i >= len(shape):
-                raise ConverterError(f"{where}: reshape dim {i} copies a missing input axis")
-            new.append(shape[start + i])
-        else:
-            new.append(d)
-    if new.count(-1) > 1 or any(d < -1 for d in new):
-        raise ConverterError(f"{where}: invalid reshape dims {dims}")
-    result = list(shape[:start]) + new + list(shape[end:])
-    if -1 in result:
-        known = math.prod(d for d in result if d != -1)
-        total = math.prod(shape)
-        if known == 0 or total % known:
-            raise ConverterError(f"{where}: cannot infer -1 reshaping {shape} to {dims}")
-        result[result.index(-1)] = total // known
-    if math.prod(result) != math.prod(shape):
-        raise ConverterError(f"{where}: reshape of {shape} to {tuple(result)} changes the count")
-    return tuple(result)
 
 
 def write_caffemodel(net: Net, path: str | os.PathLike) -> None:

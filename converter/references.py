@@ -9,7 +9,7 @@ Three independent sources of "what Caffe computes" for a (prototxt, caffemodel, 
 
 Every function returns float32 arrays keyed by Caffe blob name, holding the value a blob has
 at the end of the forward pass, i.e. after the last in-place layer that writes to it.
-The NumPy executor (``converter.reference``) is the fallback when none of these is at hand.
+The NumPy executor (``converter.executor``) is the fallback when none of these is at hand.
 """
 
 from __future__ import annotations

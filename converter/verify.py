@@ -155,7 +155,7 @@ def verify(
                 raise
             kind, note = "numpy", f" ({kind} could not run this net: {exc})"
     if kind == "numpy":
-        from converter.reference import run_reference
+        from converter.executor import run_reference
 
         ref = run_reference(net, x, dtype=np.float64)
         model = model_in(torch.float64)

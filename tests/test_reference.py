@@ -18,9 +18,9 @@ from conftest import (
     shared_cases,
 )
 from converter.errors import ConverterError
+from converter.executor import run_reference
 from converter.io.prototxt import parse_prototxt
 from converter.net import net_from_param, read_net
-from converter.reference import run_reference
 
 FLT_MAX = float(np.finfo(np.float32).max)
 

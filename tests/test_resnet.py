@@ -30,7 +30,8 @@ from conftest import (
 from converter import caffe_pb2, read_net, write_caffemodel
 from converter.errors import ConverterError
 from converter.io.prototxt import parse_prototxt
-from converter.net import Layer, Net, conv_geometry, net_from_param, pool_geometry
+from converter.layers import conv_geometry, pool_geometry
+from converter.net import Layer, Net, net_from_param
 from converter.resnet import (
     CaffeResNet,
     ResNetConfig,

@@ -14,7 +14,8 @@ import numpy as np
 
 from converter import caffe_pb2
 from converter.errors import ConverterError
-from converter.net import Net, Shape, conv_geometry, pool_geometry
+from converter.layers import Shape, conv_geometry, pool_geometry
+from converter.net import Net
 from converter.resnet.config import DEFAULT_BN_EPS, PoolConfig, ResNetConfig, StageConfig
 
 _POOL_MODES = {caffe_pb2.PoolingParameter.MAX: "MAX", caffe_pb2.PoolingParameter.AVE: "AVE"}

@@ -1,0 +1,55 @@
+"""Element-wise layers in NumPy: ReLU, PReLU, Power, Sigmoid, TanH, AbsVal, Dropout."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from converter.errors import ConverterError
+from converter.executor.common import broadcast
+from converter.executor.registry import executes
+
+
+@executes("ReLU")
+def _relu(layer, bottoms, params, where):
+    x, slope = bottoms[0], layer.param.relu_param.negative_slope
+    return [np.maximum(x, 0) + slope * np.minimum(x, 0)]
+
+
+@executes("PReLU")
+def _prelu(layer, bottoms, params, where):
+    x = bottoms[0]
+    if x.ndim < 2:
+        raise ConverterError(f"{where}: PReLU needs at least 2 axes, found {x.shape}")
+    slope = params[0]
+    slope = slope.reshape(()) if slope.ndim == 0 else broadcast(slope, x.ndim, 1)
+    return [np.maximum(x, 0) + slope * np.minimum(x, 0)]
+
+
+@executes("Power")
+def _power(layer, bottoms, params, where):
+    pp = layer.param.power_param
+    x = bottoms[0]
+    if pp.power == 0 or pp.scale == 0:  # Caffe fills a constant, even where x is inf/NaN
+        value = 1.0 if pp.power == 0 else np.power(np.float64(pp.shift), pp.power)
+        return [np.full_like(x, value)]
+    return [np.power(pp.shift + pp.scale * x, pp.power)]
+
+
+@executes("Sigmoid")
+def _sigmoid(layer, bottoms, params, where):
+    return [1.0 / (1.0 + np.exp(-bottoms[0]))]
+
+
+@executes("TanH")
+def _tanh(layer, bottoms, params, where):
+    return [np.tanh(bottoms[0])]
+
+
+@executes("AbsVal")
+def _abs(layer, bottoms, params, where):
+    return [np.abs(bottoms[0])]
+
+
+@executes("Dropout")
+def _dropout(layer, bottoms, params, where):
+    return [bottoms[0].copy()]  # identity in the TEST phase

@@ -1,0 +1,53 @@
+"""MAX / AVE pooling in NumPy with Caffe's windows, divisor and empty ceil-mode windows."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from converter import caffe_pb2
+from converter.errors import ConverterError
+from converter.executor.registry import executes
+from converter.layers.pool import pool_geometry
+
+FLT_MAX = float(np.finfo(np.float32).max)  # Caffe's start value for MAX pooling
+
+
+@executes("Pooling")
+def _pooling(layer, bottoms, params, where):
+    return [pool(bottoms[0], layer.param.pooling_param, where)]
+
+
+def pool(x: np.ndarray, pp, where: str) -> np.ndarray:
+    """MAX / AVE pooling with Caffe's windows, including the empty ones of ceil mode."""
+    if x.ndim != 4:
+        raise ConverterError(f"{where}: pooling needs a 4-D input, found {x.shape}")
+    n, c, height, width = x.shape
+    geometry = pool_geometry(pp, height, width, where)
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = (
+        geometry.kernel,
+        geometry.stride,
+        geometry.pad,
+        geometry.output,
+    )
+    is_max = pp.pool == caffe_pb2.PoolingParameter.MAX
+    if not is_max and pp.pool != caffe_pb2.PoolingParameter.AVE:
+        method = caffe_pb2.PoolingParameter.PoolMethod.Name(pp.pool)
+        raise ConverterError(f"{where}: pooling method {method} is not supported (MAX, AVE)")
+    # Canvas: the image at offset (ph, pw); every window of every output fits inside it.
+    # Cells outside the image never win a MAX and add nothing to an AVE sum.
+    canvas_h = max((oh - 1) * sh + kh, ph + height)
+    canvas_w = max((ow - 1) * sw + kw, pw + width)
+    canvas = np.full((n, c, canvas_h, canvas_w), -np.inf if is_max else 0.0, dtype=x.dtype)
+    canvas[:, :, ph : ph + height, pw : pw + width] = x
+    windows = sliding_window_view(canvas, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :oh, :ow]
+    if is_max:
+        # Caffe starts from -FLT_MAX and takes strictly greater values: an empty window
+        # (or one of only -inf/NaN) stays -FLT_MAX.
+        return np.fmax(np.fmax.reduce(windows, axis=(-2, -1)), -FLT_MAX)
+    # Divisor: the window clipped to [.., in + pad) but not to the image; 0 for a window
+    # starting at the image's end (0/0 = NaN, as in Caffe).
+    starts_h, starts_w = np.arange(oh) * sh - ph, np.arange(ow) * sw - pw
+    rows = np.minimum(starts_h + kh, height + ph) - starts_h
+    cols = np.minimum(starts_w + kw, width + pw) - starts_w
+    return windows.sum(axis=(-2, -1)) / (rows[:, None] * cols[None, :]).astype(x.dtype)

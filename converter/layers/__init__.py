@@ -1,0 +1,50 @@
+"""Caffe layer types, one module per family, each type registered once (``register_layer``).
+
+A type's record (``LayerType``) holds its shape rule, its PyTorch module builder, its
+weight mapping and its flags; ``converter.net`` (shape inference) and
+``converter.generic`` (the generic module) only drive these records. The NumPy executor
+(``converter.executor``) keeps its own forward functions, by family too.
+
+Families: ``conv`` (Convolution, Deconvolution, InnerProduct), ``pool`` (Pooling), ``norm``
+(BatchNorm, Scale, Bias, LRN, MVN), ``activation`` (ReLU, PReLU, Sigmoid, ...),
+``eltwise`` (Eltwise), ``shape`` (Input, Concat, Slice, Split, Flatten, Reshape).
+"""
+
+from converter.layers import activation, conv, eltwise, norm, pool, shape  # noqa: F401
+from converter.layers.conv import conv_geometry
+from converter.layers.pool import PoolGeometry, pool_geometry
+from converter.layers.registry import (
+    LayerShapes,
+    LayerType,
+    Shape,
+    canonical_axis,
+    lookup,
+    need_bottoms,
+    register_layer,
+    registered_types,
+    same_shape,
+    supported_layer_types,
+    unregister_layer,
+    weight_and_bias,
+)
+from converter.layers.shape import reshape_shape, slice_bounds
+
+__all__ = [
+    "LayerShapes",
+    "LayerType",
+    "PoolGeometry",
+    "Shape",
+    "canonical_axis",
+    "conv_geometry",
+    "lookup",
+    "need_bottoms",
+    "pool_geometry",
+    "register_layer",
+    "registered_types",
+    "reshape_shape",
+    "same_shape",
+    "slice_bounds",
+    "supported_layer_types",
+    "unregister_layer",
+    "weight_and_bias",
+]

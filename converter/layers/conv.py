@@ -1,0 +1,153 @@
+"""Convolution, Deconvolution and InnerProduct: shape rules, modules and weights.
+
+Caffe: ``src/caffe/layers/base_conv_layer.cpp`` (geometry, ``group``, several bottom/top
+pairs sharing one set of weights), ``conv_layer.cpp``, ``deconv_layer.cpp``,
+``inner_product_layer.cpp``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from converter import caffe_pb2
+from converter.errors import ConverterError
+from converter.layers.registry import (
+    LayerShapes,
+    Shape,
+    canonical_axis,
+    need_bottoms,
+    register_layer,
+)
+
+
+def conv_geometry(cp: caffe_pb2.ConvolutionParameter, spatial: int, where: str):
+    """(kernel, stride, pad, dilation) per spatial axis, by Caffe's rules for repeated values."""
+
+    def expand(values: Sequence[int], h: int | None, w: int | None, default: int, what: str):
+        if h is not None or w is not None:
+            if spatial != 2:
+                raise ConverterError(f"{where}: {what}_h/{what}_w need 2 spatial axes")
+            if values:
+                raise ConverterError(f"{where}: give either {what} or {what}_h/{what}_w")
+            return [h if h is not None else default, w if w is not None else default]
+        if not values:
+            return [default] * spatial
+        if len(values) == 1:
+            return [values[0]] * spatial
+        if len(values) != spatial:
+            raise ConverterError(
+                f"{where}: {what} has {len(values)} values for {spatial} spatial axes"
+            )
+        return list(values)
+
+    def hw(name: str):
+        h, w = f"{name}_h", f"{name}_w"
+        return (
+            getattr(cp, h) if cp.HasField(h) else None,
+            getattr(cp, w) if cp.HasField(w) else None,
+        )
+
+    kernel = expand(cp.kernel_size, *hw("kernel"), 0, "kernel_size")
+    stride = expand(cp.stride, *hw("stride"), 1, "stride")
+    pad = expand(cp.pad, *hw("pad"), 0, "pad")
+    dilation = expand(cp.dilation, None, None, 1, "dilation")
+    if any(k <= 0 for k in kernel):
+        raise ConverterError(f"{where}: kernel size must be positive, found {kernel}")
+    if any(s <= 0 for s in stride) or any(d <= 0 for d in dilation):
+        raise ConverterError(f"{where}: stride and dilation must be positive")
+    return kernel, stride, pad, dilation
+
+
+# ----------------------------------------------------------------------------- Convolution
+
+
+def _conv_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    cp = layer.param.convolution_param
+    deconv = layer.type == "Deconvolution"
+    need_bottoms(bottoms, (1, 1 << 30), where)
+    shape = bottoms[0]
+    axis = canonical_axis(cp.axis, len(shape), where)
+    spatial = len(shape) - axis - 1
+    kernel, stride, pad, dilation = conv_geometry(cp, spatial, where)
+    channels, group, n_out = shape[axis], cp.group, cp.num_output
+    if group <= 0 or channels % group or n_out % group:
+        raise ConverterError(
+            f"{where}: {channels} input and {n_out} output channels are not divisible "
+            f"by group {group}"
+        )
+    out = []
+    for size, k, s, pd, d in zip(shape[axis + 1 :], kernel, stride, pad, dilation):
+        extent = d * (k - 1) + 1
+        out.append(
+            s * (size - 1) + extent - 2 * pd if deconv else (size + 2 * pd - extent) // s + 1
+        )
+    if deconv:
+        weight = (channels, n_out // group, *kernel)
+    else:
+        weight = (n_out, channels // group, *kernel)
+    params = [weight] + ([(n_out,)] if cp.bias_term else [])
+    top = shape[:axis] + (n_out, *out)
+    return LayerShapes([top] * len(bottoms), params)
+
+
+def _conv_module(layer, bottoms: list[Shape], where: str):
+    from torch import nn
+
+    cp = layer.param.convolution_param
+    shape = bottoms[0]
+    axis = canonical_axis(cp.axis, len(shape), where)
+    spatial = len(shape) - axis - 1
+    if axis != 1 or spatial not in (1, 2, 3):
+        raise ConverterError(
+            f"{where}: only channel axis 1 with 1 to 3 spatial axes is supported, "
+            f"found axis {cp.axis} on a {len(shape)}-D input"
+        )
+    kernel, stride, pad, dilation = conv_geometry(cp, spatial, where)
+    kind = (
+        (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+        if layer.type == "Deconvolution"
+        else (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    )[spatial - 1]
+    return kind(
+        shape[1],
+        cp.num_output,
+        tuple(kernel),
+        stride=tuple(stride),
+        padding=tuple(pad),
+        dilation=tuple(dilation),
+        groups=cp.group,
+        bias=cp.bias_term,
+    )
+
+
+# Blob 0 is (out, in / group, kernel...) for Convolution and (in, out / group, kernel...) for
+# Deconvolution: the layouts torch's Conv and ConvTranspose use, so the default mapping fits.
+register_layer("Convolution", shape=_conv_shapes, module=_conv_module, per_bottom=True)
+register_layer("Deconvolution", shape=_conv_shapes, module=_conv_module, per_bottom=True)
+
+
+# ----------------------------------------------------------------------------- InnerProduct
+
+
+def _inner_product_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 1, where)
+    ip = layer.param.inner_product_param
+    axis = canonical_axis(ip.axis, len(bottoms[0]), where)
+    k = math.prod(bottoms[0][axis:])
+    n = ip.num_output
+    params = [(k, n) if ip.transpose else (n, k)] + ([(n,)] if ip.bias_term else [])
+    return LayerShapes([bottoms[0][:axis] + (n,)], params)
+
+
+def _inner_product_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.conv import InnerProduct
+
+    ip = layer.param.inner_product_param
+    axis = canonical_axis(ip.axis, len(bottoms[0]), where)
+    k = math.prod(bottoms[0][axis:])
+    shape = (k, ip.num_output) if ip.transpose else (ip.num_output, k)
+    return InnerProduct(axis, shape, ip.bias_term, ip.transpose)
+
+
+register_layer("InnerProduct", shape=_inner_product_shapes, module=_inner_product_module)

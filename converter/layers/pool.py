@@ -1,0 +1,78 @@
+"""Pooling: Caffe's output size rule, its windows and its AVE divisor.
+
+Caffe: ``src/caffe/layers/pooling_layer.cpp`` (``Reshape``: the ceil rule and the clip of a
+last window that would start in the padding; ``Forward_cpu``: the divisor).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from converter import caffe_pb2
+from converter.errors import ConverterError
+from converter.layers.registry import LayerShapes, Shape, need_bottoms, register_layer
+
+
+@dataclass
+class PoolGeometry:
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pad: tuple[int, int]
+    output: tuple[int, int]
+
+
+def pool_geometry(pp: caffe_pb2.PoolingParameter, height: int, width: int, where: str):
+    """Kernel, stride, pad and output size of a Pooling layer, exactly as Caffe computes them."""
+    if pp.global_pooling:
+        kernel = (height, width)
+    elif pp.HasField("kernel_h") or pp.HasField("kernel_w"):
+        kernel = (pp.kernel_h, pp.kernel_w)
+    elif pp.HasField("kernel_size"):
+        kernel = (pp.kernel_size, pp.kernel_size)
+    else:
+        raise ConverterError(f"{where}: pooling needs kernel_size or kernel_h/kernel_w")
+    pad = (pp.pad_h, pp.pad_w) if pp.HasField("pad_h") or pp.HasField("pad_w") else (pp.pad,) * 2
+    if pp.HasField("stride_h") or pp.HasField("stride_w"):
+        stride = (pp.stride_h, pp.stride_w)
+    else:
+        stride = (pp.stride,) * 2
+    if pp.global_pooling:
+        if any(pad) or stride != (1, 1):
+            raise ConverterError(f"{where}: global pooling needs pad 0 and stride 1")
+    if min(kernel) <= 0 or min(stride) <= 0 or min(pad) < 0:
+        raise ConverterError(f"{where}: pooling kernel/stride must be positive, pad >= 0")
+    if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
+        raise ConverterError(f"{where}: pooling pad {pad} must be smaller than kernel {kernel}")
+    floor = pp.round_mode == caffe_pb2.PoolingParameter.FLOOR
+    output = []
+    for size, k, s, p in zip((height, width), kernel, stride, pad):
+        span = size + 2 * p - k
+        out = (span // s if floor else -(-span // s)) + 1
+        output.append(out)
+    if any(pad):  # Caffe applies the clip to both axes when either has padding
+        for axis in range(2):
+            if (output[axis] - 1) * stride[axis] >= (height, width)[axis] + pad[axis]:
+                output[axis] -= 1
+    if pp.global_pooling:
+        output = [1, 1]
+    if min(output) <= 0:
+        raise ConverterError(f"{where}: pooling gives an empty output for input {height}x{width}")
+    return PoolGeometry(kernel, stride, pad, (output[0], output[1]))
+
+
+def _pooling_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 1, where)
+    if len(bottoms[0]) != 4:
+        raise ConverterError(f"{where}: pooling needs a 4-D input, found {bottoms[0]}")
+    n, c, h, w = bottoms[0]
+    geometry = pool_geometry(layer.param.pooling_param, h, w, where)
+    return LayerShapes([(n, c) + geometry.output], [])
+
+
+def _pooling_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.pool import Pooling
+
+    return Pooling(layer.param.pooling_param, where)
+
+
+register_layer("Pooling", shape=_pooling_shapes, module=_pooling_module)

@@ -1,0 +1,219 @@
+"""The registry of Caffe layer types: one ``LayerType`` record per type, made by ``register_layer``.
+
+Caffe makes a layer type known with one ``REGISTER_LAYER_CLASS`` line beside the class that
+holds its ``Reshape`` (shape rule) and ``Forward``. Here one ``register_layer`` call, in the
+family module of ``converter/layers/`` (or in a user's code), gives a type:
+
+- ``shape(layer, bottoms, where) -> LayerShapes``: Caffe's shape rule. ``bottoms`` are the
+  bottom blobs' shapes (tuples of ints); the result holds the top shapes, one per top, and
+  the shapes of the layer's parameter blobs (what the caffemodel must hold for it);
+- ``module(layer, bottoms, where) -> torch.nn.Module``: the PyTorch module; its ``forward``
+  takes one tensor per bottom and returns a tensor, or a tuple with one tensor per top;
+- ``weights(layer, blobs, module, where) -> {key: array}``: the module's state-dict entries
+  (keys relative to the module) from the layer's caffemodel blobs; by default the blobs fill
+  the module's ``weight`` and ``bias``, in that order, reshaped to their shapes;
+- flags: ``in_place`` (Caffe computes it correctly with ``top == bottom``), ``shares_memory``
+  (its tops share the bottom's memory in Caffe, as Split, Flatten and Reshape do), and
+  ``per_bottom`` (the module runs once per bottom, one top each, as Convolution does);
+- ``reference``: the NumPy float64 forward of ``converter.executor``, kept in that package's
+  own table (it shares no forward code with the torch module, to stay a cross-check).
+
+``layer`` is a ``converter.net.Layer`` (``.name``, ``.type``, ``.bottoms``, ``.tops``,
+``.param``: its ``caffe_pb2.LayerParameter``); ``where`` is the prefix for error messages
+("file: layer 'name' (Type)"). Hooks report bad input by raising ``ConverterError``.
+
+This module imports neither torch nor ``converter.net``: shape inference (``inspect``,
+reading a net, converting a ResNet) must not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from converter.errors import ConverterError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from converter.net import Layer
+
+Shape = tuple[int, ...]
+
+
+@dataclass
+class LayerShapes:
+    """Shapes Caffe gives one layer for a given input: its tops and its parameter blobs.
+
+    ``param_shapes`` is None for a layer type whose parameters this tool cannot predict.
+    """
+
+    top_shapes: list[Shape]
+    param_shapes: list[Shape] | None
+
+
+ShapeRule = Callable[["Layer", list[Shape], str], LayerShapes]
+ModuleBuilder = Callable[["Layer", list[Shape], str], "nn.Module"]
+WeightMap = Callable[["Layer", list[np.ndarray], "nn.Module", str], dict[str, np.ndarray]]
+Forward = Callable[["Layer", list[np.ndarray], list[np.ndarray], str], list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class LayerType:
+    """Everything the converter knows about one Caffe layer type (see the module docstring).
+
+    ``module`` is None for a type whose shape rule is known but which no module runs yet.
+    """
+
+    name: str
+    shape: ShapeRule
+    module: ModuleBuilder | None = None
+    weights: WeightMap | None = None
+    aliases: tuple[str, ...] = ()
+    in_place: bool = False
+    shares_memory: bool | Callable[[Layer], bool] = False
+    per_bottom: bool = False
+
+    def map_weights(
+        self, layer: Layer, blobs: list[np.ndarray], module: nn.Module, where: str
+    ) -> dict[str, np.ndarray]:
+        """The module's state-dict entries from ``blobs`` (``weights``, or the default)."""
+        return (self.weights or weight_and_bias)(layer, blobs, module, where)
+
+    def tops_share_memory(self, layer: Layer) -> bool:
+        if callable(self.shares_memory):
+            return bool(self.shares_memory(layer))
+        return self.shares_memory
+
+
+_TYPES: dict[str, LayerType] = {}  # every name and alias -> its record
+
+
+def register_layer(
+    name: str,
+    *,
+    shape: ShapeRule,
+    module: ModuleBuilder | None = None,
+    weights: WeightMap | None = None,
+    reference: Forward | None = None,
+    aliases: Sequence[str] = (),
+    in_place: bool = False,
+    shares_memory: bool | Callable[[Layer], bool] = False,
+    per_bottom: bool = False,
+    replace: bool = False,
+) -> LayerType:
+    """Make Caffe layer type ``name`` (and its ``aliases``) known to the converter.
+
+    The built-in types are registered by this same function (``converter/layers/*.py``).
+    The hooks are described in this module's docstring; ``reference`` (optional) is the
+    NumPy forward ``(layer, bottoms, params, where) -> [top arrays]`` that ``verify
+    --reference numpy`` runs, ``params`` being the layer's blobs in the executor's dtype.
+    A name that is taken raises ConverterError unless ``replace=True``.
+    """
+    names = (name, *aliases)
+    taken = [n for n in names if n in _TYPES]
+    if taken and not replace:
+        raise ConverterError(
+            f"layer type {', '.join(repr(n) for n in taken)} is already registered; "
+            "pass replace=True to replace it"
+        )
+    for old in {id(_TYPES[n]): _TYPES[n] for n in taken}.values():
+        _forget(old)  # every name of a replaced type, not only those given again
+    record = LayerType(
+        name, shape, module, weights, tuple(aliases), in_place, shares_memory, per_bottom
+    )
+    for n in names:
+        _TYPES[n] = record
+    if reference is not None:
+        from converter.executor.registry import executes
+
+        executes(*names, replace=replace)(reference)
+    return record
+
+
+def unregister_layer(name: str) -> None:
+    """Forget layer type ``name`` (by its registered name), its aliases and its executor
+    forward; a name that is not registered raises ConverterError."""
+    record = _TYPES.get(name)
+    if record is None or record.name != name:
+        raise ConverterError(f"layer type '{name}' is not registered under that name")
+    _forget(record)
+
+
+def _forget(record: LayerType) -> None:
+    from converter.executor.registry import FORWARD
+
+    for n in (record.name, *record.aliases):
+        if _TYPES.get(n) is record:
+            del _TYPES[n]
+        FORWARD.pop(n, None)
+
+
+def lookup(type_name: str) -> LayerType | None:
+    """The record of a layer type (by name or alias), or None when it is not registered."""
+    return _TYPES.get(type_name)
+
+
+def registered_types() -> list[str]:
+    """Every registered type name and alias, sorted."""
+    return sorted(_TYPES)
+
+
+def supported_layer_types() -> list[str]:
+    """The Caffe layer types (names and aliases) the generic module can run, sorted."""
+    return sorted(name for name, record in _TYPES.items() if record.module is not None)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def weight_and_bias(
+    layer: Layer, blobs: list[np.ndarray], module: Any, where: str
+) -> dict[str, np.ndarray]:
+    """The default weight mapping: blob 0 -> ``weight``, blob 1 -> ``bias``, for those the
+    module has (not None), each reshaped to the module's tensor shape."""
+    targets = [
+        (key, tensor)
+        for key in ("weight", "bias")
+        if (tensor := getattr(module, key, None)) is not None
+    ]
+    if len(targets) != len(blobs):
+        raise ConverterError(
+            f"{where}: expected {len(targets)} blob(s), the weights have {len(blobs)}"
+        )
+    arrays = {}
+    for (key, target), blob in zip(targets, blobs):
+        shape = tuple(target.shape)
+        if blob.size != math.prod(shape):
+            raise ConverterError(f"{where}: blob of shape {tuple(blob.shape)} does not fit {shape}")
+        arrays[key] = blob.reshape(shape)
+    return arrays
+
+
+def canonical_axis(axis: int, ndim: int, where: str) -> int:
+    """``axis`` in ``[0, ndim)``, counting a negative one from the end as Caffe does."""
+    if not -ndim <= axis < ndim:
+        raise ConverterError(f"{where}: axis {axis} is out of range for a {ndim}-D blob")
+    return axis % ndim
+
+
+def need_bottoms(bottoms: Sequence[Shape], count: int | tuple[int, int], where: str) -> None:
+    """Refuse a layer with a number of bottoms outside ``count`` (one number, or low, high)."""
+    low, high = (count, count) if isinstance(count, int) else count
+    if not low <= len(bottoms) <= high:
+        raise ConverterError(f"{where}: expected {count} bottom(s), found {len(bottoms)}")
+
+
+def same_shape(layer: Layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    """The shape rule of an element-wise layer without parameters: one bottom, top alike."""
+    need_bottoms(bottoms, 1, where)
+    return LayerShapes([bottoms[0]], [])
+
+
+def list_names(names: Iterable[str]) -> str:
+    """'a', 'b', 'c': quoted names for messages."""
+    return ", ".join(f"'{n}'" for n in names)

@@ -1,0 +1,224 @@
+"""Layers that route or reshape blobs: Input, Concat, Slice, Split, Flatten, Reshape.
+
+Caffe: ``src/caffe/layers/<type>_layer.cpp``. Split, Flatten and Reshape make their tops
+share the bottom's memory (``ShareData``), and so do a one-bottom Concat and a one-top
+Slice: an in-place layer writing one of those blobs changes the others too.
+"""
+
+from __future__ import annotations
+
+import math
+
+from converter.errors import ConverterError
+from converter.layers.registry import (
+    LayerShapes,
+    Shape,
+    canonical_axis,
+    need_bottoms,
+    register_layer,
+)
+
+# ----------------------------------------------------------------------------- Input
+
+
+def input_shapes(layer, where: str) -> list[Shape]:
+    """The shape an Input layer declares for each of its tops (one shape for all, or one each)."""
+    declared = [tuple(s.dim) for s in layer.param.input_param.shape]
+    if len(declared) > 1 and len(declared) != len(layer.tops):
+        raise ConverterError(
+            f"{where} has {len(layer.tops)} tops but {len(declared)} shapes "
+            "(give one shape, or one per top)"
+        )
+    if layer.tops and not declared:
+        raise ConverterError(f"{where} declares no shape")
+    return [declared[i] if len(declared) > 1 else declared[0] for i in range(len(layer.tops))]
+
+
+def _input_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 0, where)
+    return LayerShapes(input_shapes(layer, where), [])
+
+
+def _input_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.shape import CaffeInput
+
+    return CaffeInput()
+
+
+register_layer("Input", shape=_input_shapes, module=_input_module)
+
+# ----------------------------------------------------------------------------- Concat
+
+
+def _concat_axis(layer, ndim: int, where: str) -> int:
+    cp = layer.param.concat_param
+    return canonical_axis(cp.concat_dim if cp.HasField("concat_dim") else cp.axis, ndim, where)
+
+
+def _concat_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, (1, 1 << 30), where)
+    axis = _concat_axis(layer, len(bottoms[0]), where)
+    for b in bottoms[1:]:
+        if len(b) != len(bottoms[0]) or any(
+            x != y for i, (x, y) in enumerate(zip(b, bottoms[0])) if i != axis
+        ):
+            raise ConverterError(f"{where}: inputs {bottoms} differ outside axis {axis}")
+    total = sum(b[axis] for b in bottoms)
+    return LayerShapes([bottoms[0][:axis] + (total,) + bottoms[0][axis + 1 :]], [])
+
+
+def _concat_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.shape import Concat
+
+    return Concat(_concat_axis(layer, len(bottoms[0]), where))
+
+
+register_layer(
+    "Concat",
+    shape=_concat_shapes,
+    module=_concat_module,
+    shares_memory=lambda layer: len(layer.bottoms) == 1,
+)
+
+# ----------------------------------------------------------------------------- Slice
+
+
+def slice_axis(sp, ndim: int, where: str) -> int:
+    """The axis a SliceParameter cuts (``slice_dim`` is its legacy spelling)."""
+    return canonical_axis(sp.slice_dim if sp.HasField("slice_dim") else sp.axis, ndim, where)
+
+
+def slice_bounds(sp, size: int, n_tops: int) -> list[tuple[int, int]]:
+    """[start, end) of each Slice top along the slice axis."""
+    points = list(sp.slice_point) or [size // n_tops * i for i in range(1, n_tops)]
+    bounds = [0, *points, size]
+    return list(zip(bounds, bounds[1:]))
+
+
+def _slice_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 1, where)
+    sp, n_tops = layer.param.slice_param, len(layer.tops)
+    shape = bottoms[0]
+    axis = slice_axis(sp, len(shape), where)
+    size = shape[axis]
+    points = list(sp.slice_point)
+    if n_tops < 1:
+        raise ConverterError(f"{where}: a Slice layer needs at least one top")
+    if points:
+        if len(points) != n_tops - 1 or points != sorted(points) or points[-1] >= size:
+            raise ConverterError(
+                f"{where}: slice points {points} do not fit {n_tops} tops of {size}"
+            )
+        bounds = [0, *points, size]
+        sizes = [b - a for a, b in zip(bounds, bounds[1:])]
+    else:
+        if size % n_tops:
+            raise ConverterError(f"{where}: {size} does not split evenly into {n_tops} tops")
+        sizes = [size // n_tops] * n_tops
+    return LayerShapes([shape[:axis] + (s,) + shape[axis + 1 :] for s in sizes], [])
+
+
+def _slice_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.shape import Slice
+
+    sp = layer.param.slice_param
+    return Slice(sp, slice_axis(sp, len(bottoms[0]), where), len(layer.tops))
+
+
+register_layer(
+    "Slice",
+    shape=_slice_shapes,
+    module=_slice_module,
+    shares_memory=lambda layer: len(layer.tops) == 1,
+)
+
+# ----------------------------------------------------------------------------- Split
+
+
+def _split_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 1, where)
+    return LayerShapes([bottoms[0]] * len(layer.tops), [])
+
+
+def _split_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.shape import Split
+
+    return Split(len(layer.tops))
+
+
+register_layer("Split", shape=_split_shapes, module=_split_module, shares_memory=True)
+
+# ----------------------------------------------------------------------------- Flatten
+
+
+def flatten_axes(layer, ndim: int, where: str) -> tuple[int, int]:
+    """First and last axis (inclusive) a Flatten layer merges."""
+    fp = layer.param.flatten_param
+    return canonical_axis(fp.axis, ndim, where), canonical_axis(fp.end_axis, ndim, where)
+
+
+def _flatten_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 1, where)
+    shape = bottoms[0]
+    start, end = flatten_axes(layer, len(shape), where)
+    return LayerShapes(
+        [shape[:start] + (math.prod(shape[start : end + 1]),) + shape[end + 1 :]], []
+    )
+
+
+def _flatten_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.shape import Flatten
+
+    return Flatten(*flatten_axes(layer, len(bottoms[0]), where))
+
+
+register_layer("Flatten", shape=_flatten_shapes, module=_flatten_module, shares_memory=True)
+
+# ----------------------------------------------------------------------------- Reshape
+
+
+def reshape_shape(rp, shape: Shape, where: str) -> Shape:
+    """Top shape of a Reshape layer: 0 copies an input axis, -1 is inferred (Caffe rules)."""
+    dims = list(rp.shape.dim)
+    start = canonical_axis(rp.axis, len(shape) + 1, where) if rp.axis < 0 else rp.axis
+    if rp.axis < 0:
+        start = len(shape) + 1 + rp.axis
+    if start > len(shape):
+        raise ConverterError(f"{where}: reshape axis {rp.axis} out of range for {shape}")
+    end = len(shape) if rp.num_axes == -1 else start + rp.num_axes
+    if rp.num_axes < -1 or end > len(shape):
+        raise ConverterError(f"{where}: reshape num_axes {rp.num_axes} out of range for {shape}")
+    new = []
+    for i, d in enumerate(dims):
+        if d == 0:
+            if start + i >= len(shape):
+                raise ConverterError(f"{where}: reshape dim {i} copies a missing input axis")
+            new.append(shape[start + i])
+        else:
+            new.append(d)
+    if new.count(-1) > 1 or any(d < -1 for d in new):
+        raise ConverterError(f"{where}: invalid reshape dims {dims}")
+    result = list(shape[:start]) + new + list(shape[end:])
+    if -1 in result:
+        known = math.prod(d for d in result if d != -1)
+        total = math.prod(shape)
+        if known == 0 or total % known:
+            raise ConverterError(f"{where}: cannot infer -1 reshaping {shape} to {dims}")
+        result[result.index(-1)] = total // known
+    if math.prod(result) != math.prod(shape):
+        raise ConverterError(f"{where}: reshape of {shape} to {tuple(result)} changes the count")
+    return tuple(result)
+
+
+def _reshape_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 1, where)
+    return LayerShapes([reshape_shape(layer.param.reshape_param, bottoms[0], where)], [])
+
+
+def _reshape_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.shape import Reshape
+
+    return Reshape(layer.param.reshape_param, where)
+
+
+register_layer("Reshape", shape=_reshape_shapes, module=_reshape_module, shares_memory=True)

@@ -1,0 +1,52 @@
+"""Element-wise modules that ``torch.nn`` lacks in Caffe's exact form."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from converter.modules.norm import along
+
+
+class PReLU(nn.Module):
+    """Caffe's PReLU: ``max(x, 0) + a_c * min(x, 0)``, one slope per channel or one shared."""
+
+    def __init__(self, shape: Sequence[int]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full(tuple(shape), 0.25))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        slope = self.weight
+        if slope.dim() == 1:
+            slope = along(slope, 1, x.dim())
+        return F.relu(x) + slope * torch.clamp(x, max=0)
+
+
+class Power(nn.Module):
+    """Caffe's Power: ``(shift + scale * x) ^ power``, a constant when ``power * scale == 0``."""
+
+    def __init__(self, power: float, scale: float, shift: float):
+        super().__init__()
+        self.power, self.scale, self.shift = power, scale, shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.power * self.scale == 0:
+            value = 1.0 if self.power == 0 else math.pow(self.shift, self.power)
+            return torch.full_like(x, value)
+        y = x
+        if self.scale != 1:
+            y = y * self.scale
+        if self.shift != 0:
+            y = y + self.shift
+        if self.power != 1:
+            y = y.pow(self.power)
+        return y
+
+
+class AbsVal(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.abs(x)

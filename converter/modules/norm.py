@@ -1,0 +1,104 @@
+"""Modules of the normalisation family: BatchNorm without affine part, Scale, Bias, LRN."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from converter import caffe_pb2
+from converter.errors import ConverterError
+
+
+class BatchNorm(nn.Module):
+    """Caffe's BatchNorm (no affine part): ``(x - mean) / sqrt(var + eps)`` per channel.
+
+    With ``use_global_stats: false`` Caffe normalises with the batch mean and the biased
+    batch variance even in the TEST phase, so this module does too, whatever ``training`` is.
+    """
+
+    def __init__(self, channels: int, eps: float, use_global_stats: bool):
+        super().__init__()
+        self.eps = eps
+        self.use_global_stats = use_global_stats
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def extra_repr(self) -> str:
+        return f"{len(self.running_mean)}, eps={self.eps}, use_global_stats={self.use_global_stats}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        if self.use_global_stats:
+            mean, var = self.running_mean.reshape(view), self.running_var.reshape(view)
+        else:
+            dims = [0, *range(2, x.dim())]
+            mean = x.mean(dim=dims, keepdim=True)
+            var = (x - mean).square().mean(dim=dims, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+
+def along(t: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
+    """View ``t`` so that its axes line up with axes ``axis...`` of an ``ndim``-D tensor."""
+    return t.reshape((1,) * axis + tuple(t.shape) + (1,) * (ndim - axis - t.dim()))
+
+
+class Scale(nn.Module):
+    """Caffe's Scale: ``x * gamma (+ beta)``, gamma learned or given as a second input."""
+
+    def __init__(self, axis: int, shape: Sequence[int], learned: bool, bias: bool):
+        super().__init__()
+        self.axis = axis
+        self.weight = nn.Parameter(torch.ones(tuple(shape))) if learned else None
+        self.bias = nn.Parameter(torch.zeros(tuple(shape))) if bias else None
+
+    def forward(self, x: torch.Tensor, factor: torch.Tensor | None = None) -> torch.Tensor:
+        gamma = self.weight if factor is None else factor
+        y = x * along(gamma, self.axis, x.dim())
+        if self.bias is not None:
+            y = y + along(self.bias, self.axis, x.dim())
+        return y
+
+
+class Bias(nn.Module):
+    """Caffe's Bias: ``x + b``, b learned or given as a second input."""
+
+    def __init__(self, axis: int, shape: Sequence[int] | None):
+        super().__init__()
+        self.axis = axis
+        self.bias = nn.Parameter(torch.zeros(tuple(shape))) if shape is not None else None
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        b = self.bias if bias is None else bias
+        return x + along(b, self.axis, x.dim())
+
+
+class LRN(nn.Module):
+    """Caffe's local response normalisation, across channels or within a channel."""
+
+    def __init__(self, param: caffe_pb2.LRNParameter, where: str):
+        super().__init__()
+        if param.local_size % 2 == 0:
+            raise ConverterError(f"{where}: LRN local_size must be odd, found {param.local_size}")
+        self.size = param.local_size
+        self.alpha, self.beta, self.k = param.alpha, param.beta, param.k
+        self.across = param.norm_region == param.ACROSS_CHANNELS
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = (self.size - 1) // 2
+        square = x * x
+        if self.across:
+            # scale = k + alpha / n * (sum of squares over n neighbouring channels)
+            padded = F.pad(square, (0, 0, 0, 0, half, half))
+            channels = x.shape[1]
+            total = padded[:, 0:channels]
+            for i in range(1, self.size):
+                total = total + padded[:, i : i + channels]
+            scale = self.k + (self.alpha / self.size) * total
+        else:
+            # Caffe builds this from AVE pooling (pad included) and Power with shift 1.
+            mean = F.avg_pool2d(square, self.size, 1, half, count_include_pad=True)
+            scale = 1.0 + self.alpha * mean
+        return x * scale.pow(-self.beta)

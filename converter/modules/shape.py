@@ -1,0 +1,73 @@
+"""Modules that route or reshape blobs: Input, Concat, Slice, Split, Flatten, Reshape."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from converter import caffe_pb2
+from converter.layers.shape import reshape_shape, slice_bounds
+
+
+class CaffeInput(nn.Module):
+    """An Input layer: passes the net's input tensors through as its tops."""
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return inputs
+
+
+class Concat(nn.Module):
+    def __init__(self, axis: int):
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, dim=self.axis)
+
+
+class Slice(nn.Module):
+    """Caffe's Slice: ``slice_point`` boundaries along ``axis``, or equal parts."""
+
+    def __init__(self, param: caffe_pb2.SliceParameter, axis: int, n_tops: int):
+        super().__init__()
+        self.param_bytes = param.SerializeToString()  # protobuf messages do not pickle
+        self.axis = axis
+        self.n_tops = n_tops
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        param = caffe_pb2.SliceParameter.FromString(self.param_bytes)
+        bounds = slice_bounds(param, x.shape[self.axis], self.n_tops)
+        return tuple(x.narrow(self.axis, a, b - a) for a, b in bounds)
+
+
+class Split(nn.Module):
+    def __init__(self, n_tops: int):
+        super().__init__()
+        self.n_tops = n_tops
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (x,) * self.n_tops
+
+
+class Flatten(nn.Module):
+    """Caffe's Flatten: merge axes ``axis..end_axis`` (inclusive) into one."""
+
+    def __init__(self, axis: int, end_axis: int):
+        super().__init__()
+        self.axis, self.end_axis = axis, end_axis
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(self.axis, self.end_axis)
+
+
+class Reshape(nn.Module):
+    """Caffe's Reshape (``0`` copies an input axis, ``-1`` is inferred), shape from the input."""
+
+    def __init__(self, param: caffe_pb2.ReshapeParameter, where: str):
+        super().__init__()
+        self.param_bytes = param.SerializeToString()  # protobuf messages do not pickle
+        self.where = where
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        param = caffe_pb2.ReshapeParameter.FromString(self.param_bytes)
+        return x.reshape(reshape_shape(param, tuple(x.shape), self.where))
