@@ -18,14 +18,18 @@ import importlib
 import os
 import re
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+from google.protobuf import text_format
 
+from converter import caffe_pb2
 from converter.errors import ConverterError
-from converter.net import Net, read_net
+from converter.io.prototxt import read_text
+from converter.net import Layer, Net, pool_geometry, read_net
 
 REFERENCE_KINDS = ("auto", "caffe", "opencv", "numpy")
 
@@ -145,31 +149,157 @@ def _final_producers(net: Net) -> dict[str, tuple[int, int]]:
     return producers
 
 
-def _opencv_limitations(net: Net) -> list[str]:
-    """Layers OpenCV 4.x refuses or, worse, computes differently from Caffe without a word."""
-    problems = []
-    for layer in net.layers:
-        if layer.type == "Bias":
-            problems.append(f"'{layer.name}' (Bias: no such layer in OpenCV)")
-        elif layer.type == "InnerProduct" and layer.param.inner_product_param.transpose:
-            problems.append(f"'{layer.name}' (InnerProduct transpose: true: OpenCV ignores it)")
-        elif layer.type == "BatchNorm":
-            bn = layer.param.batch_norm_param
-            if bn.HasField("use_global_stats") and not bn.use_global_stats:
-                problems.append(
-                    f"'{layer.name}' (BatchNorm use_global_stats: false: OpenCV has no batch "
-                    "statistics)"
-                )
-    return problems
+@dataclass(frozen=True)
+class Deviation:
+    """A layer setting that OpenCV's Caffe importer runs differently from Caffe, or not at all.
+
+    ``applies(layer, bottom_shapes, written)`` says whether ``layer`` has that setting;
+    ``written`` is the layer's parameter as the prototxt spells it (before this tool
+    translated any fork field), since OpenCV reads the prototxt text itself.
+    """
+
+    layer_type: str
+    what: str  # how OpenCV differs, in words a message can show
+    applies: Callable[[Layer, list[tuple[int, ...]], caffe_pb2.LayerParameter], bool]
 
 
-def _unsupported_message(cv2_message: str, net: Net, prototxt) -> str:
-    """Name the layers OpenCV refused, from its 'Can't create layer "x" of type "T"' error."""
+def _always(layer, bottoms, written) -> bool:
+    return True
+
+
+def _ip_transpose(layer, bottoms, written) -> bool:
+    return layer.param.inner_product_param.transpose
+
+
+def _batch_statistics(layer, bottoms, written) -> bool:
+    bn = layer.param.batch_norm_param
+    return bn.HasField("use_global_stats") and not bn.use_global_stats
+
+
+def _deconv_dilation(layer, bottoms, written) -> bool:
+    return any(d > 1 for d in layer.param.convolution_param.dilation)
+
+
+def _round_mode_written(layer, bottoms, written) -> bool:
+    return written.pooling_param.HasField("round_mode")
+
+
+def _max_pool_empty_window(layer, bottoms, written) -> bool:
+    """MAX pooling whose last window starts at or past the input's end: with pad 0 and
+    ceil rounding Caffe keeps that window (net.pool_geometry) and writes -FLT_MAX there."""
+    pp = layer.param.pooling_param
+    if pp.pool != pp.MAX or not bottoms or len(bottoms[0]) != 4:
+        return False
+    height, width = bottoms[0][2:]
+    geo = pool_geometry(pp, height, width, layer.name)
+    return any(
+        (out - 1) * stride - pad >= size
+        for out, stride, pad, size in zip(geo.output, geo.stride, geo.pad, (height, width))
+    )
+
+
+def _log_parameters(layer, bottoms, written) -> bool:
+    lp = layer.param.log_param
+    return lp.base != -1 or lp.scale != 1 or lp.shift != 0
+
+
+# Measured with OpenCV 4.5-4.14 (DNN_BACKEND_OPENCV, CPU, fusion off) against real Caffe's
+# blobs or the NumPy executor; the Log entry is the bvlc_layers fixture's opencv_check.
+OPENCV_DEVIATIONS: tuple[Deviation, ...] = (
+    Deviation("Bias", "no such layer in OpenCV", _always),
+    Deviation(
+        "Axpy",
+        "OpenCV computes a * Y + X where Caffe's Axpy (bottoms a, X, Y) is a * X + Y",
+        _always,
+    ),
+    Deviation("InnerProduct", "transpose: true, which OpenCV ignores", _ip_transpose),
+    Deviation(
+        "BatchNorm",
+        "use_global_stats: false; OpenCV has no batch statistics",
+        _batch_statistics,
+    ),
+    Deviation(
+        "Deconvolution",
+        "dilation > 1, which OpenCV leaves out of the output size (11x13 where Caffe's is 13x15)",
+        _deconv_dilation,
+    ),
+    Deviation(
+        "Pooling",
+        "round_mode, a field OpenCV's importer does not know: it loses the kernel size "
+        "(assertion kernel[i] > 0)",
+        _round_mode_written,
+    ),
+    Deviation(
+        "Pooling",
+        "MAX over a last window that lies past the input (ceil rounding, pad 0): Caffe "
+        "writes -FLT_MAX there, OpenCV 0",
+        _max_pool_empty_window,
+    ),
+    Deviation(
+        "Log",
+        "base, scale or shift set, which OpenCV's Log does not apply as Caffe does",
+        _log_parameters,
+    ),
+)
+
+
+def _written_params(prototxt: str | os.PathLike) -> dict[str, caffe_pb2.LayerParameter]:
+    """Layer name -> its parameter as the prototxt spells it, for the layers where that can
+    differ from the net this tool reads: a fork's ``ceil_mode``, read as ``round_mode``."""
+    text = read_text(prototxt)
+    if "round_mode" not in text:  # the one field the table needs as written; parsing is slow
+        return {}
+    raw = caffe_pb2.NetParameter()
+    try:
+        text_format.Parse(text, raw, allow_unknown_field=True)
+    except text_format.ParseError:
+        return {}
+    return {layer.name: layer for layer in [*raw.layer, *raw.layers]}
+
+
+def opencv_deviations(
+    net: Net,
+    prototxt: str | os.PathLike,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> list[str]:
+    """Every layer of ``net`` that OpenCV is known to run differently from Caffe (or to
+    refuse), as "'name' (Type: how)"; ``OPENCV_DEVIATIONS`` lists the known settings."""
+    written = _written_params(prototxt)
+    unwritten = caffe_pb2.LayerParameter()
+    shapes: dict[str, tuple[int, ...]] = {}
+    found = []
+    for layer, layer_shapes in zip(net.layers, net.shapes(input_shapes)):
+        bottoms = [shapes[name] for name in layer.bottoms if name in shapes]
+        raw = written.get(layer.name, unwritten)
+        for deviation in OPENCV_DEVIATIONS:
+            if deviation.layer_type == layer.type and deviation.applies(layer, bottoms, raw):
+                found.append(f"'{layer.name}' ({layer.type}: {deviation.what})")
+        shapes.update(zip(layer.tops, map(tuple, layer_shapes.top_shapes)))
+    return found
+
+
+def _opencv_error_message(cv2_message: str, net: Net, prototxt) -> str:
+    """Say in our terms why OpenCV refused the net, from its error text."""
     types = set(re.findall(r'of type "([^"]+)"', cv2_message))
     names = [f"'{layer.name}' ({layer.type})" for layer in net.layers if layer.type in types]
     detail = cv2_message.strip().splitlines()[-1] if cv2_message.strip() else cv2_message
     if names:
         return f"{prototxt}: OpenCV's Caffe importer does not support layer {', '.join(names)}"
+    clash = re.search(r'Layer "([^"]+)" already into net', cv2_message)
+    if clash:
+        name = clash.group(1)
+        convs = [
+            f"'{layer.name}'"
+            for layer in net.layers
+            if layer.type == "Convolution" and name in layer.tops
+        ]
+        if convs:
+            return (
+                f"{prototxt}: OpenCV cannot import this net: its Caffe importer names each "
+                f"Convolution after its top blob, and Convolution {', '.join(convs)} writes "
+                f"'{name}', which is also the name of another layer; use --reference numpy "
+                "(or rename that blob in a copy of the prototxt to check with OpenCV)"
+            )
     return f"{prototxt}: OpenCV cannot run this net: {detail}"
 
 
@@ -181,32 +311,44 @@ def opencv_blobs(
 ) -> dict[str, np.ndarray]:
     """Run the net with OpenCV's dnn module and return Caffe's blobs (all when names is None).
 
-    OpenCV names outputs by layer, not by blob, and normally fuses BatchNorm/Scale/ReLU into
-    the convolution. Fusion is switched off so each layer stays addressable, and a blob maps
-    to the output of the last layer writing it: for conv1 -> bn_conv1 -> scale_conv1 ->
-    conv1_relu, all in place on 'conv1', Caffe's final 'conv1' is the output of 'conv1_relu'.
+    What OpenCV 4.x does, measured (4.5-4.14), and how each blob is read despite it:
+
+    - It names outputs by layer, not by blob: a blob maps to the output of the last layer
+      writing it (for conv1 -> bn_conv1 -> scale_conv1 -> conv1_relu, all in place on
+      'conv1', Caffe's final 'conv1' is the output of 'conv1_relu').
+    - It fuses BatchNorm/Scale/ReLU into the convolution; fusion is switched off so each
+      layer stays addressable.
+    - Its importer registers every Convolution under the name of its top blob (one OpenCV
+      layer per bottom/top pair); other layers keep their names.
+    - Asked for several layers in one forward call, it keeps only the first output of each
+      alive: the 2nd..nth tops of a multi-top layer (Slice, Split) come back overwritten.
+      Those layers are fetched each in a forward call of their own, which ends at them.
+    - Where it is known to compute something else than Caffe (``OPENCV_DEVIATIONS``), the
+      net is refused before running, naming the layers: ConverterError.
+
     Input blobs are returned as given (Caffe does not change them).
     """
     cv2 = _import_cv2()
     graph = read_net(prototxt)
-    problems = _opencv_limitations(graph)
+    for name in inputs:
+        if name not in graph.input_shapes():
+            raise ConverterError(f"{prototxt}: '{name}' is not an input blob of the net")
+    missing = [name for name in graph.input_shapes() if name not in inputs]
+    if missing:
+        raise ConverterError(f"{prototxt}: no value given for input blob {', '.join(missing)}")
+    shapes = {name: np.shape(array) for name, array in inputs.items()}
+    problems = opencv_deviations(graph, prototxt, shapes)
     if problems:
         raise ConverterError(
-            f"{prototxt}: OpenCV cannot reproduce Caffe on layer {', '.join(problems)}; "
-            "use the numpy or caffe reference instead"
+            f"{prototxt}: OpenCV is known to differ from Caffe on layer {', '.join(problems)}, "
+            "so it cannot be the reference for this net; use --reference numpy, caffe or a "
+            ".npz of blobs saved from Caffe"
         )
     producers = _final_producers(graph)
     wanted = graph.blob_names() if names is None else list(names)
     unknown = [name for name in wanted if name not in producers]
     if unknown:
         raise ConverterError(f"{prototxt}: the net has no blob {', '.join(unknown)}")
-    net_inputs = [name for name, (i, _) in producers.items() if graph.layers[i].type == "Input"]
-    for name in inputs:
-        if name not in net_inputs:
-            raise ConverterError(f"{prototxt}: '{name}' is not an input blob of the net")
-    missing = [name for name in net_inputs if name not in inputs]
-    if missing:
-        raise ConverterError(f"{prototxt}: no value given for input blob {', '.join(missing)}")
 
     log_level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # errors come as cv2.error
@@ -216,50 +358,69 @@ def opencv_blobs(
         cv2.utils.logging.setLogLevel(log_level)
 
 
+def _opencv_output(cv_net, layer: Layer, top_index: int) -> tuple[str, int, int]:
+    """(OpenCV layer name, output index, its number of outputs) for ``layer``'s top
+    ``top_index``."""
+    if layer.type == "Convolution":  # registered under its top's name, one layer per top
+        top = layer.tops[top_index]
+        layer_id = cv_net.getLayerId(top)
+        if layer_id >= 0 and cv_net.getLayer(layer_id).type == "Convolution":
+            return top, 0, 1
+    return layer.name, top_index, len(layer.tops)
+
+
 def _run_opencv(cv2, graph, producers, prototxt, caffemodel, inputs, wanted):
-    """Read the net into OpenCV, fetch every needed layer's outputs in one forward call."""
+    """Read the net into OpenCV and fetch every wanted blob's final value."""
     try:
         cv_net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
     except cv2.error as exc:
-        raise ConverterError(_unsupported_message(str(exc), graph, prototxt)) from None
+        raise ConverterError(_opencv_error_message(str(exc), graph, prototxt)) from None
     cv_net.enableFusion(False)
     cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     cv_net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
 
-    result: dict[str, np.ndarray] = {}
-    layer_names: list[str] = []  # OpenCV layers to fetch, each once, in network order
+    where: dict[str, tuple[str, int]] = {}  # blob -> (OpenCV layer, output index)
+    multi: list[str] = []  # OpenCV layers with several outputs
     for name in wanted:
         layer = graph.layers[producers[name][0]]
         if layer.type == "Input":
-            result[name] = np.array(inputs[name], dtype=np.float32)
-        elif layer.name not in layer_names:
-            if cv_net.getLayerId(layer.name) < 0:
-                raise ConverterError(
-                    f"{prototxt}: OpenCV did not keep layer '{layer.name}' ({layer.type}), "
-                    f"so blob '{name}' cannot be read from it"
-                )
-            layer_names.append(layer.name)
+            continue
+        cv_name, output, count = _opencv_output(cv_net, layer, producers[name][1])
+        if cv_net.getLayerId(cv_name) < 0:
+            raise ConverterError(
+                f"{prototxt}: OpenCV did not keep layer '{layer.name}' ({layer.type}), "
+                f"so blob '{name}' cannot be read from it"
+            )
+        where[name] = (cv_name, output)
+        if count > 1 and cv_name not in multi:
+            multi.append(cv_name)
+    # One call for every single-output layer, then one call per multi-output layer.
+    together = list(dict.fromkeys(n for n, _ in where.values() if n not in multi))
+    calls = ([together] if together else []) + [[cv_name] for cv_name in multi]
 
     for name, array in inputs.items():
         cv_net.setInput(np.ascontiguousarray(array, dtype=np.float32), name)
-    try:
-        outputs = cv_net.forwardAndRetrieve(layer_names) if layer_names else []
-    except cv2.error as exc:
-        raise ConverterError(_unsupported_message(str(exc), graph, prototxt)) from None
-    by_layer = dict(zip(layer_names, outputs))
+    outputs: dict[str, list[np.ndarray]] = {}
+    for call in calls:
+        try:
+            fetched = cv_net.forwardAndRetrieve(call)
+        except cv2.error as exc:
+            raise ConverterError(_opencv_error_message(str(exc), graph, prototxt)) from None
+        outputs.update(zip(call, ([np.array(a, dtype=np.float32) for a in o] for o in fetched)))
+
+    result: dict[str, np.ndarray] = {}
     for name in wanted:
-        layer_index, top_index = producers[name]
-        layer = graph.layers[layer_index]
-        if layer.type == "Input":
+        if name not in where:  # an input blob
+            result[name] = np.array(inputs[name], dtype=np.float32)
             continue
-        layer_outputs = by_layer[layer.name]
-        if top_index >= len(layer_outputs):
+        cv_name, output = where[name]
+        if output >= len(outputs[cv_name]):
             raise ConverterError(
-                f"{prototxt}: OpenCV's layer '{layer.name}' has {len(layer_outputs)} outputs, "
-                f"blob '{name}' is top {top_index}"
+                f"{prototxt}: OpenCV's layer '{cv_name}' has {len(outputs[cv_name])} outputs, "
+                f"blob '{name}' is output {output}"
             )
-        result[name] = np.array(layer_outputs[top_index], dtype=np.float32)
-    return {name: result[name] for name in wanted}
+        result[name] = outputs[cv_name][output]
+    return result
 
 
 # ----------------------------------------------------------------------------- saved blobs

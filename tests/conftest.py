@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from converter.net import read_net, write_caffemodel
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -89,3 +92,39 @@ def rel_error(ours: np.ndarray, ref: np.ndarray) -> float:
     assert ours.shape == ref.shape, (ours.shape, ref.shape)
     scale = np.abs(ref).max()
     return float(np.abs(ours - ref).max() / (scale if scale > 0 else 1.0))
+
+
+def random_blobs(net, rng) -> None:
+    """Random weights in Caffe's layouts, BN statistics stored times a scale factor.
+
+    The factor is a power of two so that dividing by it is exact in float32 too, and the
+    float64 module can be held to float64 accuracy.
+    """
+    for layer, shapes in zip(net.layers, net.shapes()):
+        params = shapes.param_shapes
+        if layer.type == "BatchNorm":
+            s = np.float32(512.0)
+            channels = params[0][0]
+            mean = rng.normal(0, 0.2, channels) * s
+            var = rng.uniform(0.5, 2.0, channels) * s
+            layer.blobs = [a.astype(np.float32) for a in (mean, var, np.array([s]))]
+        elif layer.type == "Scale":
+            gamma = rng.uniform(0.5, 1.5, params[0])
+            beta = rng.normal(0, 0.2, params[1])
+            layer.blobs = [gamma.astype(np.float32), beta.astype(np.float32)]
+        elif params:
+            fan_in = math.prod(params[0][1:])
+            weight = rng.normal(0, math.sqrt(2 / fan_in), params[0])
+            layer.blobs = [weight.astype(np.float32)]
+            layer.blobs += [rng.normal(0, 0.1, p).astype(np.float32) for p in params[1:]]
+
+
+def write_net(folder: Path, name: str, text: str, seed: int = 0) -> tuple[Path, Path]:
+    """``text`` as ``folder/name.prototxt`` plus a caffemodel of random weights for it
+    (``random_blobs``): a user's pair of files for a net written in a test."""
+    prototxt, caffemodel = folder / f"{name}.prototxt", folder / f"{name}.caffemodel"
+    prototxt.write_text(text)
+    net = read_net(prototxt)
+    random_blobs(net, np.random.default_rng(seed))
+    write_caffemodel(net, caffemodel)
+    return prototxt, caffemodel

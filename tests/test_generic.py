@@ -17,6 +17,7 @@ from conftest import (
     LEGACY,
     RESNET_CASES,
     load_case,
+    random_blobs,
     rel_error,
     shared_case,
     shared_cases,
@@ -240,31 +241,6 @@ layer { name: "pool" type: "Pooling" bottom: "post" top: "pool"
 layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 10 } }
 layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
 """  # noqa: E501
-
-
-def random_blobs(net, rng) -> None:
-    """Random weights in Caffe's layouts, BN statistics stored times a scale factor.
-
-    The factor is a power of two so that dividing by it is exact in float32 too, and the
-    float64 module can be held to float64 accuracy.
-    """
-    for layer, shapes in zip(net.layers, net.shapes()):
-        params = shapes.param_shapes
-        if layer.type == "BatchNorm":
-            s = np.float32(512.0)
-            channels = params[0][0]
-            mean = rng.normal(0, 0.2, channels) * s
-            var = rng.uniform(0.5, 2.0, channels) * s
-            layer.blobs = [a.astype(np.float32) for a in (mean, var, np.array([s]))]
-        elif layer.type == "Scale":
-            gamma = rng.uniform(0.5, 1.5, params[0])
-            beta = rng.normal(0, 0.2, params[1])
-            layer.blobs = [gamma.astype(np.float32), beta.astype(np.float32)]
-        elif params:
-            fan_in = math.prod(params[0][1:])
-            weight = rng.normal(0, math.sqrt(2 / fan_in), params[0])
-            layer.blobs = [weight.astype(np.float32)]
-            layer.blobs += [rng.normal(0, 0.1, p).astype(np.float32) for p in params[1:]]
 
 
 def preact_reference(net, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -117,7 +117,7 @@ def test_opencv_refuses_layers_it_cannot_reproduce_and_matches_the_rest(name, tm
 def test_opencv_transpose_limitation_is_real(tmp_path, monkeypatch):
     """Without the guard OpenCV's ip_t is far off: the refusal protects the verdict."""
     case = load_case("conv_variants")
-    monkeypatch.setattr(references, "_opencv_limitations", lambda net: [])
+    monkeypatch.setattr(references, "OPENCV_DEVIATIONS", ())
     got = opencv_blobs(case.prototxt, case.caffemodel, case_input(case), ["ip_t", "ip_4d"])
     assert rel_error(got["ip_4d"], case.blobs["ip_4d"]) < case.tolerance
     assert rel_error(got["ip_t"], case.blobs["ip_t"]) > 0.1
@@ -125,7 +125,7 @@ def test_opencv_transpose_limitation_is_real(tmp_path, monkeypatch):
 
 def test_opencv_unsupported_layer_type_is_named_from_opencv_error(tmp_path, monkeypatch):
     case = load_case("bn_variants")
-    monkeypatch.setattr(references, "_opencv_limitations", lambda net: [])
+    monkeypatch.setattr(references, "OPENCV_DEVIATIONS", ())
     with pytest.raises(ConverterError, match=r"does not support layer 'bias' \(Bias\)"):
         opencv_blobs(case.prototxt, case.caffemodel, case_input(case))
     prototxt = tmp_path / "threshold.prototxt"
