@@ -111,12 +111,19 @@ def load(
 def blobs(
     model: nn.Module, x: torch.Tensor | np.ndarray, names: Sequence[str] | None = None
 ) -> dict[str, torch.Tensor]:
-    """What Caffe would hold in ``net.blobs[name]`` after a forward pass, for each blob."""
-    parameter = next(model.parameters(), None)
-    if parameter is None:
-        parameter = next(model.buffers(), torch.empty(0))
+    """What Caffe would hold in ``net.blobs[name]`` after a forward pass, for each blob.
+
+    ``x`` is cast to the model's floating dtype and device; a model without parameters or
+    buffers (only pooling, activations, ...) runs in ``x``'s own floating dtype.
+    """
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
-    x = x.to(device=parameter.device, dtype=parameter.dtype)
+    held = next(model.parameters(), None)
+    if held is None:
+        held = next((b for b in model.buffers() if b.is_floating_point()), None)
+    if held is not None:
+        x = x.to(device=held.device, dtype=held.dtype)
+    elif not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
     with torch.no_grad():
         return model.forward_blobs(x, names=names)

@@ -233,6 +233,29 @@ def read_converted(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
     return _read_safetensors(path)
 
 
+def read_converted_header(
+    path: str | os.PathLike,
+) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """Tensor name -> shape, and the metadata, of a file written by ``write_converted``.
+
+    A safetensors file is read from its header alone; a ``.pt`` file is loaded.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix not in (".pt", ".pth"):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy") as handle:
+                metadata = dict(handle.metadata() or {})
+                shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+        except Exception as exc:  # safetensors raises several types for a damaged file
+            raise ConverterError(f"{path}: not a readable safetensors file ({exc})") from None
+        _check_metadata(path, metadata)
+        return shapes, metadata
+    tensors, metadata = read_converted(path)
+    return {name: tuple(tensor.shape) for name, tensor in tensors.items()}, metadata
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 

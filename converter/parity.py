@@ -90,6 +90,12 @@ class ParityReport:
     precision: str
     skipped: list[str] = field(default_factory=list)
     topk: TopK | None = None
+    # why this reference: "as asked", or what --reference auto skipped and why
+    reference_choice: str = ""
+    # set when the bar was raised above the default: by how much, why, what checks tighter
+    tolerance_note: str = ""
+    notes: list[str] = field(default_factory=list)  # what the numbers cannot tell
+    input: dict[str, Any] | None = None  # the input used: file or random, shape, mean, scale
 
     @property
     def first_failure(self) -> BlobParity | None:
@@ -108,26 +114,47 @@ class ParityReport:
         first = self.first_failure
         if not self.rows:
             return f"FAIL: no blob in common with {self.reference}, nothing was compared"
+        raised = f" ({self.tolerance_note})" if self.tolerance_note else ""
         if first is None:
-            return f"PASS: {len(self.rows)} blobs within {_tol(self.tolerance)} of {self.reference}"
+            return (
+                f"PASS: {len(self.rows)} blobs within {_tol(self.tolerance)} of "
+                f"{self.reference}{raised}"
+            )
         reason = first.problem
         if first.shape == first.reference_shape and not first.nonfinite_mismatch:
             reason = f"rel {first.rel:.1e} > {_tol(self.tolerance)}"
         failed = len(self.failures)
         return (
             f"FAIL: first divergence at blob '{first.name}' ({reason}); "
-            f"{failed} of {len(self.rows)} blobs fail against {self.reference}"
+            f"{failed} of {len(self.rows)} blobs fail against {self.reference}{raised}"
         )
+
+    def reference_line(self) -> str:
+        """The report's first line: which reference ran, and why it was that one."""
+        choice = f" ({self.reference_choice})" if self.reference_choice else ""
+        return f"Reference: {self.reference}{choice}"
+
+    def input_line(self) -> str:
+        """What the two sides were fed, in words ("" when not recorded)."""
+        if not self.input:
+            return ""
+        facts = [self.input["source"], f"shape {_shape(self.input['shape'])}"]
+        facts += [f"{key} {self.input[key]}" for key in ("mean", "scale") if self.input.get(key)]
+        return "Input: " + ", ".join(facts)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: no NaN/Inf (they become null), shapes as lists."""
         first = self.first_failure
         return {
+            "reference": self.reference,
+            "reference_choice": self.reference_choice,
             "passed": self.passed,
             "verdict": self.verdict(),
-            "reference": self.reference,
+            "input": None if self.input is None else dict(self.input),
             "precision": self.precision,
             "tolerance": self.tolerance,
+            "tolerance_note": self.tolerance_note,
+            "notes": list(self.notes),
             "measure": MEASURE,
             "compared": len(self.rows),
             "failed": len(self.failures),
@@ -142,8 +169,9 @@ class ParityReport:
         name_width = min(max([4, *(len(row.name) for row in self.rows)]), 32)
         shape_width = min(max([5, *(len(_shape(row.shape)) for row in self.rows)]), 18)
         lines = [
-            f"Parity of ours ({self.precision}) against {self.reference}, "
-            f"tolerance {_tol(self.tolerance)}",
+            self.reference_line(),
+            f"Parity of ours ({self.precision}) against it, tolerance {_tol(self.tolerance)}",
+            *filter(None, [self.input_line()]),
             f"Measure: {MEASURE}.",
             f"Compared {len(self.rows)} blobs in network order (a blob written in place: "
             "its value after the last in-place layer).",
@@ -175,6 +203,7 @@ class ParityReport:
                 f"Top-1 agreement on '{t.blob}': {t.top1:.0%} of {t.samples} samples; "
                 f"top-{t.k} (same set of classes): {t.top5:.0%}"
             )
+        lines += [f"Note: {note}" for note in self.notes]
         lines.append(self.verdict())
         return "\n".join(lines)
 
@@ -389,3 +418,19 @@ def plot_report(report: ParityReport, path: str | os.PathLike) -> None:
     fig.tight_layout()
     with atomic_write(path) as handle:
         fig.savefig(handle, format=fmt)
+
+
+# ----------------------------------------------------------------------------- what a blob says
+
+SATURATION = 1e-3  # a softmax row whose largest value is within this of 1 is one-hot
+
+
+def saturated_share(values: np.ndarray, axis: int = 1) -> float:
+    """Share of the rows of a softmax output (rows along ``axis``) that are one-hot to within
+    ``SATURATION``; 0.0 for an empty blob. Such rows agree between any two implementations
+    that agree on the argmax, so comparing them says little about the rest of the net."""
+    values = np.asarray(values)
+    if values.size == 0 or values.ndim == 0:
+        return 0.0
+    peak = np.max(np.moveaxis(values, axis, -1), axis=-1)
+    return float(np.mean(peak >= 1 - SATURATION))

@@ -34,6 +34,15 @@ CROP_FRACTION = 0.875  # 224 / 256: the share of the resized image the centre cr
 Mean = str | os.PathLike | Sequence[float] | np.ndarray
 
 
+class InputWarning(UserWarning):
+    """The input is usable but probably not what the model expects (an image, no mean)."""
+
+
+def is_image(path: str | os.PathLike) -> bool:
+    """Whether ``load_input`` treats the file as an image (anything but a .npy array)."""
+    return Path(path).suffix.lower() != ".npy"
+
+
 def random_input(shape: Sequence[int], seed: int = 0) -> np.ndarray:
     """Deterministic float32 N(0, 50) noise: the scale of mean-subtracted 0-255 pixels."""
     rng = np.random.default_rng(seed)
