@@ -29,7 +29,8 @@ from google.protobuf import text_format
 from converter import caffe_pb2
 from converter.errors import ConverterError
 from converter.io.prototxt import read_text
-from converter.net import Layer, Net, pool_geometry, read_net
+from converter.layers.pool import pool_geometry
+from converter.net import Layer, Net, read_net
 
 REFERENCE_KINDS = ("auto", "caffe", "opencv", "numpy")
 
