@@ -6,61 +6,47 @@ Bad input ends in one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 from converter import __version__
 from converter.errors import ConverterError
+from converter.export import FORMATS as FORMAT_CHOICES
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from converter.inspect import format_table, layer_table
+    from converter.inspect import conversion_target, format_table, layer_table, totals
     from converter.net import read_net
 
     net = read_net(args.prototxt, args.caffemodel)
     rows = layer_table(net)
     if args.json:
-        print(json.dumps({"layers": rows}, indent=1))
+        summary = {"layers": rows, "totals": totals(net, rows), "module": conversion_target(net)}
+        print(json.dumps(summary, indent=1))
     else:
         print(format_table(net, rows))
     return 0
 
 
-class _ProgressBar:
-    """A one-line progress bar on stderr, shown only when stderr is a terminal."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.shown = False
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if not self.enabled or total <= 0:
-            return
-        width = 30
-        filled = int(width * done / total)
-        size = f" {done / 2**20:.0f}/{total / 2**20:.0f} MiB" if total > 1 else ""
-        print(
-            f"\r{phase:>5} [{'#' * filled}{'.' * (width - filled)}]{size}", end="", file=sys.stderr
-        )
-        self.shown = True
-
-    def close(self) -> None:
-        if self.shown:
-            print(file=sys.stderr)
+# The options that only matter to a verification; given to ``convert``, they imply --verify.
+VERIFY_ONLY = ("reference", "input", "mean", "scale", "tol", "json", "plot")
 
 
 def _convert(args: argparse.Namespace) -> int:
     from converter.conversion import convert
+    from converter.export import default_output, output_format
+    from converter.progress import PhaseBars
 
-    output = (
-        args.output
-        or Path(args.caffemodel).with_suffix(".pt" if args.format == "pt" else ".safetensors").name
-    )
-    bar = _ProgressBar()
+    output = args.output or default_output(args.caffemodel, args.format)
+    output_format(output, args.format)  # a name that does not fit the format: before any work
+    verify = args.verify or any(getattr(args, option) is not None for option in VERIFY_ONLY)
+    if verify:
+        _check_verify_options(args)
+    bars = PhaseBars(enabled=not args.quiet)
     try:
         path = convert(
             args.prototxt,
@@ -68,17 +54,30 @@ def _convert(args: argparse.Namespace) -> int:
             output,
             format=args.format,
             generic=args.generic,
-            progress=bar,
+            progress=bars,
             fuse_bn=args.fuse_bn,
             hash_sources=args.hash,
         )
     finally:
-        bar.close()
-    print(f"wrote {path}")
-    if args.verify:
+        bars.close()
+    print(f"wrote {path}", file=_text_stream(args))
+    if verify:
         report = _run_verify(args, converted=path)
         return 0 if report.passed else 1
     return 0
+
+
+def _text_stream(args: argparse.Namespace):
+    """Where the text report goes: stdout, unless ``--json -`` takes it for the JSON."""
+    return sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
+
+
+def _check_verify_options(args: argparse.Namespace) -> None:
+    """Options that would fail after minutes of work fail now, in one line."""
+    from converter.parity import PLOT_INSTALL
+
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise ConverterError(f"{args.plot}: --plot needs matplotlib; {PLOT_INSTALL}")
 
 
 def _run_verify(args: argparse.Namespace, converted=None):
@@ -87,7 +86,7 @@ def _run_verify(args: argparse.Namespace, converted=None):
     report = verify(
         args.prototxt,
         args.caffemodel,
-        reference=args.reference,
+        reference=args.reference or "auto",
         input=args.input,
         mean=args.mean,
         scale=args.scale,
@@ -95,8 +94,10 @@ def _run_verify(args: argparse.Namespace, converted=None):
         generic=args.generic,
         converted=converted,
     )
-    print(report.format())
-    if args.json:
+    print(report.format(), file=_text_stream(args))
+    if args.json == "-":
+        print(json.dumps(report.to_dict(), indent=1))
+    elif args.json:
         from converter.io.atomic import atomic_write
 
         with atomic_write(args.json) as handle:
@@ -109,52 +110,97 @@ def _run_verify(args: argparse.Namespace, converted=None):
 
 
 def _verify(args: argparse.Namespace) -> int:
+    _check_verify_options(args)
     report = _run_verify(args, converted=args.converted)
     return 0 if report.passed else 1
 
 
-def _add_verify_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+def _add_verify_options(parser: argparse.ArgumentParser, implied: bool = False) -> None:
+    """The options of a verification (``VERIFY_ONLY``); ``implied``: given to ``convert``,
+    each of them implies --verify (said in the group's title)."""
+    title = "verification (any of these implies --verify)" if implied else "verification"
+    group = parser.add_argument_group(title)
+    group.add_argument(
         "--reference",
-        default="auto",
-        help="auto (pycaffe, else OpenCV, else numpy), numpy, opencv, caffe, or a .npz of "
-        "blobs saved from a real Caffe run (default: auto)",
+        help="auto (pycaffe, else OpenCV, else numpy; the report says which ran and why), "
+        "numpy, opencv, caffe, or a .npz of blobs saved from a real Caffe run (default: auto)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--input",
         help="a .npy (NCHW, preprocessed) or an image file (resized, center-cropped, BGR 0-255 "
-        "minus --mean); default: a deterministic random input",
+        "minus --mean); default: deterministic random N(0, 50) noise",
     )
-    parser.add_argument("--mean", help="mean to subtract from an image: FILE.binaryproto or B,G,R")
-    parser.add_argument("--scale", type=float, help="multiply the image by this after the mean")
-    parser.add_argument(
+    group.add_argument(
+        "--mean", help="for an image --input: the mean to subtract, FILE.binaryproto or B,G,R"
+    )
+    group.add_argument(
+        "--scale", type=float, help="for an image --input: multiply by this after the mean"
+    )
+    group.add_argument(
         "--tol",
         type=float,
         help="relative tolerance per blob (default: 1e-6 against numpy, in float64; "
         "against float32 references 1e-3, or 8x our own float32 rounding error if larger)",
     )
-    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
-    parser.add_argument("--plot", metavar="FILE", help="draw relative error per blob (PNG)")
+    group.add_argument(
+        "--json", metavar="FILE", help="also write the report as JSON ('-': to stdout)"
+    )
+    group.add_argument(
+        "--plot", metavar="FILE", help="draw relative error per blob (.png, .svg, .pdf)"
+    )
+
+
+def _subcommand(commands, name: str, summary: str, description: str, examples: list[str]):
+    """A subcommand whose --help gives a short description and examples."""
+    command = commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog="examples:\n" + "\n".join(f"  {line}" for line in examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars (drawn only on a terminal)"
+    )
+    return command
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caffe2torch",
         description="Convert Caffe models to PyTorch and prove the numbers match.",
+        epilog="Run 'caffe2torch COMMAND --help' for a command's options and examples.",
     )
     parser.add_argument("--version", action="version", version=f"caffe2torch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    convert = commands.add_parser("convert", help="convert a Caffe model to PyTorch weights")
+    convert = _subcommand(
+        commands,
+        "convert",
+        "convert a Caffe model to PyTorch weights",
+        "Convert a deploy.prototxt + .caffemodel into a safetensors (or .pt) file that\n"
+        "converter.load() rebuilds as a PyTorch model. A Kaiming-style ResNet becomes a\n"
+        "torchvision-shaped CaffeResNet, any other supported net a generic module.",
+        [
+            "caffe2torch convert ResNet-50-deploy.prototxt ResNet-50-model.caffemodel "
+            "-o resnet50.safetensors",
+            "caffe2torch convert deploy.prototxt model.caffemodel -o model.pt --fuse-bn",
+            "caffe2torch convert deploy.prototxt model.caffemodel -o model.safetensors "
+            "--reference blobs.npz --input input.npy   # converts, then verifies",
+        ],
+    )
     convert.add_argument("prototxt", help="the net definition (deploy.prototxt)")
     convert.add_argument("caffemodel", help="the trained weights (.caffemodel)")
     convert.add_argument(
-        "-o", "--output", help="output file (default: the caffemodel's name, in this folder)"
+        "-o",
+        "--output",
+        help="output file, named for its format: .safetensors, or .pt/.pth "
+        "(default: the caffemodel's name, in this folder)",
     )
     convert.add_argument(
         "--format",
-        choices=["safetensors", "pt"],
-        help="default: from -o's extension, else safetensors",
+        choices=list(FORMAT_CHOICES),
+        help="default: the one -o's extension names, else safetensors",
     )
     convert.add_argument(
         "--generic", action="store_true", help="use the generic graph module even for a ResNet"
@@ -170,12 +216,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="record the sources' sha256 in the metadata (on CPUs without SHA instructions, "
         "hashing a 250 MB file takes several times longer than converting it)",
     )
-    convert.add_argument("--verify", action="store_true", help="run verify on the written file")
-    _add_verify_options(convert)
+    convert.add_argument(
+        "--verify", action="store_true", help="verify the written file (see verify --help)"
+    )
+    _add_verify_options(convert, implied=True)
     convert.set_defaults(run=_convert)
 
-    verify = commands.add_parser(
-        "verify", help="prove the PyTorch model computes what Caffe computes, blob by blob"
+    verify = _subcommand(
+        commands,
+        "verify",
+        "prove the PyTorch model computes what Caffe computes, blob by blob",
+        "Run the converted model and a reference on the same input and compare every blob.\n"
+        "Exit 0: every blob within tolerance; 1: parity fails (the first diverging blob is\n"
+        "marked); 2: bad input. The report's first line says which reference ran and why.",
+        [
+            "caffe2torch verify deploy.prototxt model.caffemodel --reference blobs.npz "
+            "--input input.npy",
+            "caffe2torch verify deploy.prototxt model.caffemodel --input cat.jpg "
+            "--mean ResNet_mean.binaryproto --json -",
+            "caffe2torch verify deploy.prototxt model.caffemodel --converted model.safetensors "
+            "--reference numpy",
+        ],
     )
     verify.add_argument("prototxt", help="the net definition (deploy.prototxt)")
     verify.add_argument("caffemodel", help="the trained weights (.caffemodel)")
@@ -188,12 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify_options(verify)
     verify.set_defaults(run=_verify)
 
-    inspect = commands.add_parser(
-        "inspect", help="list a net's layers, output shapes and parameters"
+    inspect = _subcommand(
+        commands,
+        "inspect",
+        "list a net's layers, output shapes and parameters",
+        "List every layer with its output and parameter shapes, the totals, and the module\n"
+        "the net converts to (CaffeResNet or the generic module, and why).",
+        [
+            "caffe2torch inspect ResNet-50-deploy.prototxt",
+            "caffe2torch inspect deploy.prototxt model.caffemodel --json",
+        ],
     )
     inspect.add_argument("prototxt", help="the net definition (deploy.prototxt)")
     inspect.add_argument("caffemodel", nargs="?", help="weights, to show and check stored blobs")
-    inspect.add_argument("--json", action="store_true", help="print the layer table as JSON")
+    inspect.add_argument(
+        "--json", action="store_true", help="print the layer table and totals as JSON"
+    )
     inspect.set_defaults(run=_inspect)
     return parser
 

@@ -25,7 +25,15 @@ from converter.io.atomic import atomic_write
 if TYPE_CHECKING:
     import torch
 
-FORMATS = ("safetensors", "pt")
+# Every format convert writes, with the file extensions that name it (the first is the one a
+# default output name gets). A name must end with one of its format's extensions, so that
+# the file it names is read back as what it is.
+FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "safetensors": (".safetensors",),
+    "pt": (".pt", ".pth"),
+}
+FORMATS = tuple(FORMAT_EXTENSIONS)
+DEFAULT_FORMAT = "safetensors"
 
 
 def _torch_dtypes() -> dict:
@@ -51,12 +59,33 @@ def _is_tensor(value: object) -> bool:
 
 
 def output_format(path: str | os.PathLike, format: str | None) -> str:
-    """The format to write: as asked, else from the file extension, else safetensors."""
-    if format is not None:
-        if format not in FORMATS:
-            raise ConverterError(f"unknown format '{format}': choose one of {', '.join(FORMATS)}")
+    """The format to write to ``path``: ``format`` if given, else the one its extension names.
+
+    ConverterError when the extension names no format this tool writes, or another format
+    than ``format`` (``FORMAT_EXTENSIONS`` is the table).
+    """
+    if format is not None and format not in FORMAT_EXTENSIONS:
+        raise ConverterError(f"unknown format '{format}': choose one of {', '.join(FORMATS)}")
+    path = Path(path)
+    suffix = path.suffix.lower()
+    named = [name for name, extensions in FORMAT_EXTENSIONS.items() if suffix in extensions]
+    if format is not None and format in named:
         return format
-    return "pt" if Path(path).suffix in (".pt", ".pth") else "safetensors"
+    if format is None and named:
+        return named[0]
+    known = "; ".join(f"{name}: {', '.join(ext)}" for name, ext in FORMAT_EXTENSIONS.items())
+    what = f"a '{suffix}' name" if suffix else "a name without extension"
+    wanted = format or DEFAULT_FORMAT
+    raise ConverterError(
+        f"{path}: {what} for a {wanted} file; name it "
+        f"{path.stem}{FORMAT_EXTENSIONS[wanted][0]} (extensions by format: {known})"
+    )
+
+
+def default_output(caffemodel: str | os.PathLike, format: str | None) -> Path:
+    """The output name when none is given: the caffemodel's, in this folder, with the
+    format's first extension."""
+    return Path(Path(caffemodel).stem + FORMAT_EXTENSIONS[format or DEFAULT_FORMAT][0])
 
 
 def owned_tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -55,6 +55,52 @@ def _partial_shapes(net: Net) -> list[LayerShapes]:
     return result + unknown
 
 
+def totals(net: Net, rows: list[dict]) -> dict:
+    """What the table adds up to, saying what the count covers.
+
+    With a caffemodel the count is of its stored blobs. Without one it is what the prototxt
+    implies; ``unknown`` names the layers whose parameters cannot be predicted then, and
+    ``parameters`` is None (unknown) while any are, ``counted`` covering the others.
+    """
+    unknown = [] if net.weights_source else [r["name"] for r in rows if r["param_shapes"] is None]
+    counted = sum(math.prod(s) for row in rows for s in row["param_shapes"] or [])
+    return {
+        "layers": len(rows),
+        "parameters": None if unknown else counted,
+        "counted": counted,
+        "unknown": unknown,
+        "parameters_from": "caffemodel" if net.weights_source else "prototxt",
+        "float32_mib": round(counted * 4 / 2**20, 1),
+        "weights": net.weights_source,
+    }
+
+
+_NOT_RESNET = "not a ResNet of the form this converter handles: "  # recognize's message
+
+
+def conversion_target(net: Net) -> dict:
+    """Which module the net converts to: ``{"module": "CaffeResNet" | "generic" | None,
+    "why": ...}``; ``why`` says why a net is not a ResNet of the form the ResNet converter
+    handles, and for None which layer types no module supports."""
+    from converter.layers.registry import supported_layer_types
+    from converter.resnet import recognize
+
+    try:
+        config = recognize(net)
+    except ConverterError as exc:
+        why = str(exc).removeprefix(f"{net.source}: ").removeprefix(_NOT_RESNET)
+        if len(why) > 240:
+            why = why[:237] + "..."
+    else:
+        blocks = "-".join(str(stage.blocks) for stage in config.stages)
+        return {"module": "CaffeResNet", "why": f"Kaiming's form, {config.block} blocks {blocks}"}
+    supported = set(supported_layer_types())
+    missing = sorted({layer.type for layer in net.layers if layer.type not in supported})
+    if missing:
+        return {"module": None, "why": f"layer type {', '.join(missing)} has no module yet"}
+    return {"module": "generic", "why": why}
+
+
 def format_table(net: Net, rows: list[dict]) -> str:
     """The table a person reads: name, type, bottoms -> tops, output, params, counts."""
     header = ("layer", "type", "bottoms -> tops", "output shape", "parameters", "count")
@@ -81,10 +127,33 @@ def format_table(net: Net, rows: list[dict]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines
     ]
     out.insert(1, "  ".join("-" * w for w in widths))
-    weights = f", weights from {net.weights_source}" if net.weights_source else ""
-    out.append("")
-    out.append(
-        f"{net.name or 'net'}: {len(rows)} layers, {total:,} parameters "
-        f"({total * 4 / 2**20:.1f} MiB as float32){weights}"
-    )
+    out += ["", _totals_line(net, totals(net, rows)), _module_line(conversion_target(net))]
     return "\n".join(out)
+
+
+def _totals_line(net: Net, summed: dict) -> str:
+    """ "ResNet-50: 229 layers, 25,610,269 parameters (97.7 MiB as float32), ..." """
+    head = f"{net.name or 'net'}: {summed['layers']} layers, "
+    if summed["unknown"]:
+        shown = ", ".join(f"'{name}'" for name in summed["unknown"][:5])
+        more = ", ..." if len(summed["unknown"]) > 5 else ""
+        return (
+            f"{head}parameters: unknown without the caffemodel (no shape rule for layer "
+            f"{shown}{more}); {summed['counted']:,} in the other layers"
+        )
+    count = f"{summed['parameters']:,} parameters ({summed['float32_mib']:.1f} MiB as float32)"
+    if summed["weights"]:
+        return f"{head}{count}, weights from {summed['weights']}"
+    return f"{head}{count}, as the prototxt implies (no caffemodel given)"
+
+
+def _module_line(target: dict) -> str:
+    if target["module"] == "CaffeResNet":
+        return f"Converts to: CaffeResNet ({target['why']})"
+    if target["module"] == "generic":
+        return (
+            "Converts to: the generic module (not a ResNet of the form the ResNet converter "
+            "handles: "
+            f"{target['why']})"
+        )
+    return f"Converts to: nothing yet ({target['why']})"

@@ -20,6 +20,12 @@ import numpy as np
 from converter.errors import ConverterError
 from converter.io.atomic import atomic_write
 
+# How to get matplotlib, in words that work for an installed package and a source checkout.
+PLOT_INSTALL = (
+    "pip install matplotlib (or pip install 'caffe2torch[plot]'; in a source checkout, "
+    "pip install -e '.[plot]')"
+)
+
 MEASURE = "max|ours - ref| / max|ref| per blob (max abs error where ref is all zeros)"
 
 
@@ -357,9 +363,7 @@ def plot_report(report: ParityReport, path: str | os.PathLike) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise ConverterError(
-            f"{path}: plotting needs matplotlib (pip install 'caffe2torch[plot]')"
-        ) from None
+        raise ConverterError(f"{path}: --plot needs matplotlib; {PLOT_INSTALL}") from None
     fmt = Path(path).suffix.lstrip(".").lower() or "png"
     if fmt not in FigureCanvasAgg.get_supported_filetypes():
         raise ConverterError(f"{path}: cannot plot to a '.{fmt}' file; use .png, .svg or .pdf")

@@ -22,6 +22,20 @@ from converter.export import read_converted
 from converter.preprocess import load_input
 
 
+def read_labels(path: str, classes: int) -> list[str]:
+    """One class name per line, as many lines as the model has classes."""
+    try:
+        names = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise converter.ConverterError(f"{path}: cannot read the labels file ({exc})") from None
+    if len(names) != classes:
+        raise converter.ConverterError(
+            f"{path}: {len(names)} labels for a model with {classes} classes; give the labels "
+            "file that belongs to this model (one class name per line)"
+        )
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="+", help="PROTOTXT CAFFEMODEL, or a converted file")
@@ -43,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         x = torch.from_numpy(load_input(args.image, shape, mean=args.mean))
         with torch.no_grad():
             scores = model(x)[0].flatten()
+        names = read_labels(args.labels, scores.numel()) if args.labels else []
     except converter.ConverterError as exc:
         print(f"classify: error: {exc}", file=sys.stderr)
         return 2
-    names = Path(args.labels).read_text().splitlines() if args.labels else []
     values, indices = scores.topk(min(args.top, scores.numel()))
     for value, index in zip(values.tolist(), indices.tolist()):
         label = names[index] if index < len(names) else f"class {index}"

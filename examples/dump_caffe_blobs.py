@@ -64,7 +64,14 @@ def read_inputs(specs: list[str], net_inputs: list[str], seed: int, shape_of) ->
 def dump_blobs(prototxt: str, caffemodel: str, specs: list[str], seed: int = 0) -> dict:
     """Forward pass in Caffe; every blob of the net as a float32 copy."""
     os.environ.setdefault("GLOG_minloglevel", "2")
-    import caffe
+    try:
+        import caffe
+    except ImportError as exc:  # run where pycaffe is not installed
+        raise SystemExit(
+            f"dump_caffe_blobs: error: pycaffe is not importable ({exc}); run this script "
+            "where Caffe's Python module is installed (import caffe works), or use "
+            "caffe2torch verify --reference numpy or opencv instead"
+        ) from None
 
     caffe.set_mode_cpu()
     net = caffe.Net(prototxt, caffemodel, caffe.TEST)

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -152,13 +153,30 @@ def test_converted_file_loads_to_the_same_model(name, fmt, converted, direct):
     assert_blobs_match_caffe(ours, case)
 
 
-def test_safetensors_is_the_default_format(tmp_path):
+def test_the_file_name_says_the_format(tmp_path, capsys, monkeypatch):
+    """The extension names the format (a .pth is a torch file); a name that names another
+    format, or none this tool writes (-o out.onnx used to get safetensors), is refused."""
     case = load_case("resnet18_w8")
-    path = converter.convert(case.prototxt, case.caffemodel, tmp_path / "model.bin")
-    with safe_open(str(path), framework="pt") as handle:  # raises unless it is safetensors
-        assert "conv1.weight" in handle.keys()
-    forced = converter.convert(case.prototxt, case.caffemodel, tmp_path / "m.bin", format="pt")
+    forced = converter.convert(case.prototxt, case.caffemodel, tmp_path / "m.pth")
     assert torch.load(forced, weights_only=True)["metadata"]["architecture"] == "resnet"
+    for name, fmt, words in (
+        ("model.onnx", None, "a '.onnx' name for a safetensors file; name it model.safetensors"),
+        ("model.bin", "pt", "a '.bin' name for a pt file; name it model.pt"),
+        ("model.safetensors", "pt", "a '.safetensors' name for a pt file"),
+        ("model", None, "a name without extension for a safetensors file"),
+    ):
+        with pytest.raises(ConverterError, match=re.escape(words)):
+            converter.convert(case.prototxt, case.caffemodel, tmp_path / name, format=fmt)
+        extra = ["--format", fmt] if fmt else []
+        argv = ["convert", case.prototxt, case.caffemodel, "-o", tmp_path / name, *extra]
+        assert main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0] and "safetensors: .safetensors" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pth"]  # nothing else written
+    monkeypatch.chdir(tmp_path)  # without -o: the caffemodel's name, as safetensors
+    assert main(["convert", str(case.prototxt), str(case.caffemodel)]) == 0
+    with safe_open(str(tmp_path / "resnet18_w8.safetensors"), framework="pt") as handle:
+        assert "conv1.weight" in handle.keys()
 
 
 def file_metadata(path) -> dict[str, str]:

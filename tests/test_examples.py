@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
+import pytest
 import torch
 
 import converter
@@ -43,3 +45,33 @@ def test_classify_reports_bad_input_in_one_line(capsys, tmp_path):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "missing.safetensors: no such file" in err[0]
+
+
+def test_classify_labels_file_problems_in_one_line(capsys, tmp_path):
+    case = load_case("resnet50_w8_calibrated")  # 10 classes
+    classify = load_example("classify")
+    image, mean = (
+        ROOT / "examples" / "chelsea.png",
+        FIXTURES / "kaiming" / "ResNet_mean.binaryproto",
+    )
+    argv = [str(case.prototxt), str(case.caffemodel), str(image), "--mean", str(mean)]
+    short = tmp_path / "short.txt"
+    short.write_text("cat\ndog\n")
+    for labels, words in (
+        (tmp_path / "missing.txt", "missing.txt: cannot read the labels file"),
+        (short, "short.txt: 2 labels for a model with 10 classes"),
+    ):
+        assert classify.main([*argv, "--labels", str(labels)]) == 2
+        out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert out == "" and len(lines) == 1 and words in lines[0], err
+
+
+def test_dump_script_without_pycaffe_says_so_in_one_line(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "caffe", None)  # import caffe raises ImportError
+    dump = load_example("dump_caffe_blobs")
+    with pytest.raises(SystemExit) as done:
+        dump.main(["d.prototxt", "m.caffemodel", "-o", str(tmp_path / "b.npz")])
+    message = str(done.value.code)
+    assert message.startswith("dump_caffe_blobs: error: pycaffe is not importable")
+    assert "\n" not in message and not (tmp_path / "b.npz").exists()

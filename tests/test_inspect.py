@@ -62,7 +62,7 @@ def test_table_lists_layers_shapes_and_totals(capsys):
     assert "data -> conv1" in conv1 and "1x64x112x112" in conv1 and "64x3x7x7 64" in conv1
     assert "9,472" in conv1  # 64*3*7*7 weights + 64 biases
     # Kaiming's ResNet-50: 25,557,032 learned parameters + BN statistics (2 per channel + 1)
-    assert lines[-1].startswith("ResNet-50: 229 layers, 25,610,269 parameters")
+    assert lines[-2].startswith("ResNet-50: 229 layers, 25,610,269 parameters")
 
 
 def test_unknown_layer_type_still_lists_what_it_can(tmp_path, capsys):

@@ -316,6 +316,7 @@ def _build(depth: int, weights, num_classes: int) -> CaffeResNet:
     if from_file:
         from converter.export import read_converted
 
+        _check_not_caffe(weights, depth)
         state_dict, metadata = read_converted(weights)
         stored = metadata.get("config") if isinstance(metadata, Mapping) else None
         if isinstance(stored, str):  # files keep metadata as strings: the config is JSON
@@ -323,6 +324,12 @@ def _build(depth: int, weights, num_classes: int) -> CaffeResNet:
                 stored = json.loads(stored)
             except json.JSONDecodeError:
                 stored = None
+        if isinstance(stored, Mapping) and stored.get("architecture") == "generic":
+            source = metadata.get("source_prototxt") or "its prototxt"
+            raise ConverterError(
+                f"{weights}: holds a generic net converted from {source}, not a ResNet of "
+                f"Kaiming's form; load it with converter.load({str(weights)!r})"
+            )
         if not isinstance(stored, Mapping) or stored.get("architecture") != "resnet":
             raise ConverterError(f"{weights}: holds no ResNet config; was it made by caffe2torch?")
         file_config = ResNetConfig.from_dict(stored)
@@ -345,6 +352,18 @@ def _build(depth: int, weights, num_classes: int) -> CaffeResNet:
     except RuntimeError as exc:
         raise ConverterError(f"{source}: do not fit ResNet-{depth}: {exc}") from None
     return model.eval()
+
+
+def _check_not_caffe(weights: str | os.PathLike, depth: int) -> None:
+    """A Caffe file given where a converted one is wanted: say what to call instead."""
+    suffix = os.path.splitext(os.fspath(weights))[1].lower()
+    if suffix in (".caffemodel", ".prototxt", ".h5"):
+        raise ConverterError(
+            f"{weights}: is a Caffe file, not a converted one; call "
+            f"converter.load('deploy.prototxt', 'model.caffemodel') for the pair, or convert "
+            f"it first (caffe2torch convert deploy.prototxt model.caffemodel -o "
+            f"resnet{depth}.safetensors) and pass that file"
+        )
 
 
 def resnet18_caffe(weights=None, num_classes: int = 1000) -> CaffeResNet:

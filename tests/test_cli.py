@@ -1,0 +1,206 @@
+"""The command line guides: help with examples, no flag silently ignored, JSON where asked,
+progress only on a terminal, inspect totals that say what they cover."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import shlex
+import sys
+
+import pytest
+
+import converter
+from conftest import KAIMING, ROOT, load_case
+from converter import progress
+from converter.cli import VERIFY_ONLY, build_parser, main
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str, *words: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("caffe2torch: error: "), err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["convert", "verify", "inspect"])
+def test_every_command_help_describes_it_with_examples(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    description = text.split("\n\n")[1]  # after the usage block
+    assert len(description.split()) >= 10 and not description.startswith("positional")
+    examples = text.split("examples:\n")[1].strip().splitlines()
+    assert 2 <= len(examples) <= 3
+    assert all(line.strip().startswith(f"caffe2torch {command} ") for line in examples)
+
+
+def test_verify_options_given_to_convert_imply_verify(capsys, tmp_path):
+    """Before: silently ignored, exit 0 with no report. Now they verify the written file."""
+    case = load_case("resnet50_w8_calibrated")
+    out_file = tmp_path / "model.safetensors"
+    code, out, _ = run(
+        capsys, "convert", case.prototxt, case.caffemodel, "-o", out_file,
+        "--reference", case.folder / "blobs.npz", "--input", case.folder / "input.npy",
+        "--tol", case.tolerance,
+    )  # fmt: skip
+    assert code == 0
+    assert out.startswith(f"wrote {out_file}\nReference: saved blobs blobs.npz")
+    assert out.strip().splitlines()[-1].startswith("PASS: 9 blobs")
+    # every verify-only option counts, each on its own
+    parser = build_parser()
+    for option in VERIFY_ONLY:
+        args = parser.parse_args(["convert", "p", "m", f"--{option}", "1"])
+        assert getattr(args, option) is not None
+    assert set(VERIFY_ONLY) == {"reference", "input", "mean", "scale", "tol", "json", "plot"}
+    # without any of them, no verification
+    code, out, _ = run(capsys, "convert", case.prototxt, case.caffemodel, "-o", out_file)
+    assert code == 0 and out == f"wrote {out_file}\n"
+
+
+def test_json_dash_writes_the_report_to_stdout(capsys, tmp_path):
+    case = load_case("pool_ceil")
+    args = ["verify", case.prototxt, case.caffemodel, "--reference", "numpy", "--json", "-"]
+    code, out, err = run(capsys, *args, "--input", case.folder / "input.npy")
+    assert code == 0
+    report = json.loads(out)  # stdout is the JSON alone
+    assert report["passed"] and report["compared"] == 15
+    assert err.startswith("Reference: numpy float64 (as asked)")  # the text went to stderr
+    assert not (tmp_path / "-").exists()
+    code, out, err = run(
+        capsys, "convert", case.prototxt, case.caffemodel, "-o", tmp_path / "p.safetensors",
+        "--json", "-", "--input", case.folder / "input.npy",
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["passed"]
+    assert err.startswith(f"wrote {tmp_path / 'p.safetensors'}\n")
+
+
+def test_plot_without_matplotlib_fails_before_running(capsys, tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name)
+    )
+    case = load_case("resnet18_w8")
+    for argv in (
+        ["verify", case.prototxt, case.caffemodel, "--plot", tmp_path / "e.png"],
+        ["convert", case.prototxt, case.caffemodel, "-o", tmp_path / "m.pt", "--plot", "e.png"],
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and out == ""
+        one_line_error(err, "--plot needs matplotlib", "pip install matplotlib", "-e '.[plot]'")
+    assert list(tmp_path.iterdir()) == []  # nothing was converted or plotted
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_only_on_a_terminal_and_not_when_quiet(monkeypatch):
+    monkeypatch.setattr(progress, "DELAY", 0.0)
+    for stream, enabled, drawn in (
+        (FakeTerminal(), True, True),
+        (FakeTerminal(), False, False),  # --quiet
+        (io.StringIO(), True, False),  # a pipe or a log file
+    ):
+        monkeypatch.setattr(sys, "stderr", stream)
+        bars = progress.PhaseBars(enabled)
+        bars("write", 3 << 20, 10 << 20)
+        bars("write", 10 << 20, 10 << 20)
+        bars.close()
+        assert ("write" in stream.getvalue()) is drawn, stream.getvalue()
+
+
+def test_convert_draws_nothing_on_a_pipe(capsys, tmp_path):
+    case = load_case("resnet18_w8")
+    code, out, err = run(capsys, "convert", case.prototxt, case.caffemodel, "-o", tmp_path / "m.pt")
+    assert code == 0 and err == ""
+    code, out, err = run(
+        capsys, "convert", "-q", case.prototxt, case.caffemodel, "-o", tmp_path / "n.pt"
+    )
+    assert code == 0 and err == ""
+
+
+# ----------------------------------------------------------------------------- inspect
+
+
+def test_inspect_says_what_the_totals_cover_and_the_module(capsys, tmp_path):
+    code, out, _ = run(capsys, "inspect", KAIMING / "ResNet-50-deploy.prototxt")
+    *_, totals, module = out.strip().splitlines()
+    assert totals == (
+        "ResNet-50: 229 layers, 25,610,269 parameters (97.7 MiB as float32), as the prototxt "
+        "implies (no caffemodel given)"
+    )
+    assert module == "Converts to: CaffeResNet (Kaiming's form, bottleneck blocks 3-4-6-3)"
+    case = load_case("pool_ceil")
+    code, out, _ = run(capsys, "inspect", case.prototxt, "--json")
+    summary = json.loads(out)
+    assert summary["totals"]["parameters"] == 0 and summary["totals"]["unknown"] == []
+    assert summary["module"]["module"] == "generic"
+    assert summary["module"]["why"].startswith("blob 'data' from layer 'data' (Input) should")
+    # a type without a shape rule: unknown, never a false "0 parameters"
+    odd = tmp_path / "odd.prototxt"
+    odd.write_text(
+        'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 3 } } }\n'
+        'layer { name: "fc" type: "InnerProduct" bottom: "x" top: "f" '
+        "inner_product_param { num_output: 2 } }\n"
+        'layer { name: "m" type: "MysteryOp" bottom: "f" top: "y" }\n'
+    )
+    code, out, _ = run(capsys, "inspect", odd)
+    *_, totals, module = out.strip().splitlines()
+    assert totals == (
+        "net: 3 layers, parameters: unknown without the caffemodel (no shape rule for layer "
+        "'m'); 8 in the other layers"
+    )
+    assert module == "Converts to: nothing yet (layer type MysteryOp has no module yet)"
+    code, out, _ = run(capsys, "inspect", odd, "--json")
+    summary = json.loads(out)
+    assert summary["totals"]["parameters"] is None and summary["totals"]["counted"] == 8
+    assert summary["totals"]["unknown"] == ["m"]
+
+
+# ----------------------------------------------------------------------------- Python API
+
+
+def test_resnet50_caffe_says_what_a_wrong_file_is(tmp_path):
+    case = load_case("resnet50_w8_calibrated")
+    with pytest.raises(converter.ConverterError, match="is a Caffe file, not a converted one") as e:
+        converter.resnet50_caffe(weights=case.caffemodel)
+    assert "converter.load('deploy.prototxt', 'model.caffemodel')" in str(e.value)
+    assert "header too large" not in str(e.value)
+    pool = load_case("pool_ceil")
+    generic = converter.convert(pool.prototxt, pool.caffemodel, tmp_path / "pool.safetensors")
+    with pytest.raises(converter.ConverterError) as e:
+        converter.resnet50_caffe(weights=generic)
+    assert str(e.value) == (
+        f"{generic}: holds a generic net converted from pool_ceil.prototxt, not a ResNet of "
+        f"Kaiming's form; load it with converter.load({str(generic)!r})"
+    )
+
+
+def test_readme_first_command_checks_against_real_caffe(capsys, tmp_path, monkeypatch):
+    """The quickstart's PASS must mean "matches Caffe": its reference is the saved blobs."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    first = block.splitlines()[0]
+    assert text.index("pip install torch --index-url") < text.index(first)  # the hint first
+    install, command = first.split(" && ")
+    assert install == "pip install -e ."
+    argv = shlex.split(command)
+    assert argv[:2] == ["caffe2torch", "convert"]
+    argv[argv.index("-o") + 1] = str(tmp_path / argv[argv.index("-o") + 1])
+    assert argv[argv.index("--reference") + 1].endswith("/blobs.npz")
+    monkeypatch.chdir(ROOT)
+    code, out, _ = run(capsys, *argv[1:])
+    assert code == 0, out
+    assert out.splitlines()[1].startswith("Reference: saved blobs blobs.npz")
+    assert out.strip().splitlines()[-1].startswith("PASS")
