@@ -427,7 +427,7 @@ def test_builder_loads_a_file_of_its_architecture_and_refuses_others(tmp_path, c
     # the bundled ResNet-50 has every width divided by 8
     with pytest.raises(ConverterError, match="widths"):
         converter.resnet50_caffe(weights=converted("resnet50_w8_calibrated", "pt"), num_classes=10)
-    with pytest.raises(ConverterError, match="no ResNet config"):
+    with pytest.raises(ConverterError, match="holds a generic net converted from pool_ceil"):
         converter.resnet18_caffe(weights=converted("pool_ceil", "safetensors"))
 
 
