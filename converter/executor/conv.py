@@ -10,14 +10,26 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from converter.executor.common import broadcast
 from converter.executor.registry import executes
-from converter.layers.conv import conv_geometry
+from converter.layers.conv import conv_channels, conv_geometry
 from converter.layers.registry import canonical_axis
 
 
-@executes("Convolution")
+@executes("Convolution")  # and its aliases (DepthwiseConvolution, ConvolutionDepthwise)
 def _convolution(layer, bottoms, params, where):
+    return [_conv(x, params, _conv_param(layer, x, where), where) for x in bottoms]
+
+
+def _conv_param(layer, x: np.ndarray, where: str):
+    """The layer's ConvolutionParameter with the group it computes with (conv_channels)."""
     cp = layer.param.convolution_param
-    return [_conv(x, params, cp, where) for x in bottoms]
+    axis = canonical_axis(cp.axis, x.ndim, where)
+    group = conv_channels(layer, x.shape[axis])[1]
+    if group == cp.group:
+        return cp
+    computed = type(cp)()
+    computed.CopyFrom(cp)
+    computed.group = group
+    return computed
 
 
 def _conv(x: np.ndarray, params, cp, where: str) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Eltwise in NumPy: SUM with coefficients, PROD, and MAX with Caffe's comparisons."""
+"""Eltwise in NumPy: SUM with coefficients, PROD, and MAX with Caffe's comparisons; Axpy."""
 
 from __future__ import annotations
 
@@ -29,3 +29,13 @@ def _eltwise(layer, bottoms, params, where):
     for x in bottoms[2:]:
         y = np.where(x > y, x, y)
     return [y]
+
+
+@executes("Axpy")
+def _axpy(layer, bottoms, params, where):
+    # The fork copies Y to the top, then adds a[n, c] * X[n, c] one (n, c) plane at a time.
+    a, x, y = bottoms
+    n, c = x.shape[:2]
+    top = y.reshape(n * c, -1).copy()
+    top += a.reshape(n * c, 1) * x.reshape(n * c, -1)
+    return [top.reshape(x.shape)]

@@ -1,4 +1,4 @@
-"""BatchNorm, Scale, Bias, LRN and Softmax in NumPy."""
+"""BatchNorm, Scale, Bias, LRN and Softmax in NumPy; the forks' BN."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from converter.errors import ConverterError
 from converter.executor.common import broadcast
 from converter.executor.pool import pool
 from converter.executor.registry import executes
-from converter.layers.norm import use_global_stats
+from converter.layers.norm import bn_variant, use_global_stats
 from converter.layers.registry import canonical_axis
 
 
@@ -94,3 +94,26 @@ def _softmax(layer, bottoms, params, where):
     axis = canonical_axis(layer.param.softmax_param.axis, x.ndim, where)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return [e / e.sum(axis=axis, keepdims=True)]
+
+
+@executes("BN")
+def _bn(layer, bottoms, params, where):
+    x = bottoms[0]
+    variant = bn_variant(layer, where)
+    if variant is None:
+        raise ConverterError(f"{where}: BN has no blobs: its caffemodel must hold 2 or 4")
+    axis = variant.axis
+    # Channels first, everything else flattened behind them.
+    moved = np.moveaxis(x, axis, 0)
+    flat = moved.reshape(moved.shape[0], -1)
+    scale, shift = (p.reshape(-1, 1) for p in params[:2])
+    if variant.statistics == "none":
+        y = flat * scale + shift
+    else:
+        if variant.statistics == "stored":
+            mean, var = (p.reshape(-1, 1) for p in params[2:4])
+        else:
+            mean = flat.mean(axis=1, keepdims=True)
+            var = np.mean((flat - mean) ** 2, axis=1, keepdims=True)
+        y = (flat - mean) * (1.0 / np.sqrt(var + variant.eps)) * scale + shift
+    return [np.moveaxis(y.reshape(moved.shape), 0, axis)]

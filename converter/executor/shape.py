@@ -1,4 +1,5 @@
-"""Layers that route or reshape blobs, in NumPy: Concat, Slice, Split, Flatten, Reshape.
+"""Layers that route or reshape blobs, in NumPy: Concat, Slice, Split, Flatten, Reshape,
+ShuffleChannel.
 
 Every top is a copy: sharing memory as Caffe does only matters for in-place layers that
 write a shared blob later, and the executor gives each blob its final value anyway.
@@ -10,7 +11,13 @@ import numpy as np
 
 from converter.executor.registry import executes
 from converter.layers.registry import canonical_axis
-from converter.layers.shape import flatten_axes, reshape_shape, slice_axis, slice_bounds
+from converter.layers.shape import (
+    flatten_axes,
+    reshape_shape,
+    shuffle_groups,
+    slice_axis,
+    slice_bounds,
+)
 
 
 @executes("Concat")
@@ -46,3 +53,13 @@ def _split(layer, bottoms, params, where):
 def _reshape(layer, bottoms, params, where):
     x = bottoms[0]
     return [x.reshape(reshape_shape(layer.param.reshape_param, x.shape, where)).copy()]
+
+
+@executes("ShuffleChannel")
+def _shuffle_channel(layer, bottoms, params, where):
+    x = bottoms[0]
+    group = shuffle_groups(layer, x.shape, where)
+    columns = x.shape[1] // group
+    # Top channel j * group + i reads bottom channel i * columns + j.
+    source = [i * columns + j for j in range(columns) for i in range(group)]
+    return [x[:, source].copy()]

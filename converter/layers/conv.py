@@ -3,6 +3,14 @@
 Caffe: ``src/caffe/layers/base_conv_layer.cpp`` (geometry, ``group``, several bottom/top
 pairs sharing one set of weights), ``conv_layer.cpp``, ``deconv_layer.cpp``,
 ``inner_product_layer.cpp``.
+
+Two forks' depthwise convolutions are Convolution under other names:
+``DepthwiseConvolution`` (yonghenglh6/DepthwiseConvolution ``depthwise_conv_layer.cpp``)
+subclasses ConvolutionLayer and runs its CPU forward, so it is Convolution with the
+prototxt's ``num_output`` and ``group``; ``ConvolutionDepthwise``
+(farmingyard/caffe-mobilenet ``conv_dw_layer.cpp``) is its own layer that ignores
+``num_output`` and ``group``: one (kh, kw) filter per input channel, weight
+``(C, 1, kh, kw)``, bias ``(C,)``, as many outputs as inputs, 4-D blobs only.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ def conv_geometry(cp: caffe_pb2.ConvolutionParameter, spatial: int, where: str):
                 raise ConverterError(f"{where}: {what}_h/{what}_w need 2 spatial axes")
             if values:
                 raise ConverterError(f"{where}: give either {what} or {what}_h/{what}_w")
-            return [h if h is not None else default, w if w is not None else default]
+            # Caffe then reads both fields; an unset one is 0 (its proto default), which
+            # the checks below refuse for a kernel or a stride.
+            return [h if h is not None else 0, w if w is not None else 0]
         if not values:
             return [default] * spatial
         if len(values) == 1:
@@ -62,6 +72,16 @@ def conv_geometry(cp: caffe_pb2.ConvolutionParameter, spatial: int, where: str):
 # ----------------------------------------------------------------------------- Convolution
 
 
+def conv_channels(layer, channels: int) -> tuple[int, int]:
+    """(num_output, group) a convolution layer computes with for ``channels`` inputs: the
+    prototxt's, except for the fork type ConvolutionDepthwise, which always computes one
+    output per input channel (see the module docstring)."""
+    if layer.type == "ConvolutionDepthwise":
+        return channels, channels
+    cp = layer.param.convolution_param
+    return cp.num_output, cp.group
+
+
 def _conv_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
     cp = layer.param.convolution_param
     deconv = layer.type == "Deconvolution"
@@ -69,8 +89,11 @@ def _conv_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
     shape = bottoms[0]
     axis = canonical_axis(cp.axis, len(shape), where)
     spatial = len(shape) - axis - 1
+    if layer.type == "ConvolutionDepthwise" and (axis != 1 or spatial != 2):
+        raise ConverterError(f"{where}: ConvolutionDepthwise needs a 4-D input, found {shape}")
     kernel, stride, pad, dilation = conv_geometry(cp, spatial, where)
-    channels, group, n_out = shape[axis], cp.group, cp.num_output
+    channels = shape[axis]
+    n_out, group = conv_channels(layer, channels)
     if group <= 0 or channels % group or n_out % group:
         raise ConverterError(
             f"{where}: {channels} input and {n_out} output channels are not divisible "
@@ -109,21 +132,28 @@ def _conv_module(layer, bottoms: list[Shape], where: str):
         if layer.type == "Deconvolution"
         else (nn.Conv1d, nn.Conv2d, nn.Conv3d)
     )[spatial - 1]
+    n_out, group = conv_channels(layer, shape[1])
     return kind(
         shape[1],
-        cp.num_output,
+        n_out,
         tuple(kernel),
         stride=tuple(stride),
         padding=tuple(pad),
         dilation=tuple(dilation),
-        groups=cp.group,
+        groups=group,
         bias=cp.bias_term,
     )
 
 
 # Blob 0 is (out, in / group, kernel...) for Convolution and (in, out / group, kernel...) for
 # Deconvolution: the layouts torch's Conv and ConvTranspose use, so the default mapping fits.
-register_layer("Convolution", shape=_conv_shapes, module=_conv_module, per_bottom=True)
+register_layer(
+    "Convolution",
+    shape=_conv_shapes,
+    module=_conv_module,
+    per_bottom=True,
+    aliases=("DepthwiseConvolution", "ConvolutionDepthwise"),
+)
 register_layer("Deconvolution", shape=_conv_shapes, module=_conv_module, per_bottom=True)
 
 

@@ -1,13 +1,18 @@
-"""Eltwise: SUM (with coefficients), PROD or MAX of same-shaped bottoms.
+"""Eltwise: SUM (with coefficients), PROD or MAX of same-shaped bottoms; Axpy.
 
-Caffe: ``src/caffe/layers/eltwise_layer.cpp``.
+Caffe: ``src/caffe/layers/eltwise_layer.cpp``. Axpy is the SENet fork's
+(hujie-frank/SENet ``src/caffe/layers/axpy_layer.cpp``).
 """
 
 from __future__ import annotations
 
+import math
+
 from converter import caffe_pb2
 from converter.errors import ConverterError
 from converter.layers.registry import LayerShapes, Shape, need_bottoms, register_layer
+
+# ----------------------------------------------------------------------------- Eltwise
 
 
 def _eltwise_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
@@ -28,3 +33,36 @@ def _eltwise_module(layer, bottoms: list[Shape], where: str):
 
 
 register_layer("Eltwise", shape=_eltwise_shapes, module=_eltwise_module)
+
+# ----------------------------------------------------------------------------- Axpy
+
+
+def _axpy_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    """``F = a * X + Y`` (bottoms a, X, Y): a holds one factor per (image, channel) of X.
+
+    The fork's Reshape checks a's first two axes against X's, a 4-D a to be (N, C, 1, 1),
+    and X and Y to have one shape; its Forward reads a as N * C numbers and X through the
+    legacy num/channels accessors (at most 4 axes). A longer a is refused here rather than
+    read in part, as the fork would.
+    """
+    need_bottoms(bottoms, 3, where)
+    a, x, y = bottoms
+    if not 2 <= len(x) <= 4:
+        raise ConverterError(f"{where}: X (bottom 1) must have 2 to 4 axes, found {x}")
+    if x != y:
+        raise ConverterError(f"{where}: X {x} and Y {y} (bottoms 1 and 2) differ in shape")
+    if len(a) < 2 or a[:2] != x[:2] or math.prod(a[2:]) != 1:
+        raise ConverterError(
+            f"{where}: the factor a (bottom 0) must be (N, C) or (N, C, 1, 1) for X of shape "
+            f"{x}, found {a}"
+        )
+    return LayerShapes([x], [])
+
+
+def _axpy_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.eltwise import Axpy
+
+    return Axpy()
+
+
+register_layer("Axpy", shape=_axpy_shapes, module=_axpy_module)

@@ -1,11 +1,13 @@
-"""BatchNorm, Scale, Bias, LRN and MVN: shape rules, modules and weights.
+"""BatchNorm, Scale, Bias, LRN and MVN: shape rules, modules and weights; the forks' BN.
 
 Caffe: ``src/caffe/layers/batch_norm_layer.cpp`` (blobs ``[mean * s, var * s, [s]]``),
 ``scale_layer.cpp``, ``bias_layer.cpp`` (``axis``/``num_axes``, or the operand as a second
-bottom), ``lrn_layer.cpp``, ``mvn_layer.cpp``.
+bottom), ``lrn_layer.cpp``, ``mvn_layer.cpp``. BN: see ``bn_variant``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -131,3 +133,146 @@ register_layer("LRN", shape=same_shape, module=_lrn_module)
 # ----------------------------------------------------------------------------- shape only
 
 register_layer("MVN", shape=same_shape)
+
+# ----------------------------------------------------------------------------- BN (forks)
+
+# bn_param fields that only one generation of the forks' BN has (proto/caffe.proto).
+_PSPNET_FIRST_FIELDS = {"var_eps", "moving_average", "decay", "axis"}
+_PSPNET_LATER_FIELDS = {"slope_filler", "bias_filler", "momentum", "eps", "frozen", "engine"}
+_SEGNET_FIELDS = {"bn_mode"}
+_FILLERS = {"scale_filler", "shift_filler"}  # SegNet and the first PSPNet
+_SEGNET_EPS = 1e-9  # var_eps_ is set to this in SegNet's LayerSetUp, not read from the prototxt
+_CUDNN_MIN_EPS = 1e-5  # CUDNN_BN_MIN_EPSILON: cuDNN's engine raises eps to at least this
+
+
+@dataclass(frozen=True)
+class BNVariant:
+    """What one fork's ``BN`` layer computes in the TEST phase.
+
+    ``statistics``: "none" (``y = scale * x + shift``), "batch" (normalise by the batch's
+    mean and biased variance over every axis but ``axis``) or "stored" (by the blobs'
+    mean and variance); then ``y = (x - mean) / sqrt(var + eps) * scale + shift``.
+    ``blobs``: 2 (scale, shift) or 4 (scale, shift, mean, variance), each shaped like a
+    4-D blob of ones with the channels at ``axis``.
+    """
+
+    fork: str
+    statistics: str
+    eps: float
+    blobs: int
+    axis: int = 1
+
+
+def bn_variant(layer, where: str) -> BNVariant | None:
+    """Which fork's BN ``layer`` is, from the bn_param fields its prototxt sets and, where
+    those do not say, the number of blobs its caffemodel holds (None: no caffemodel).
+
+    - SegNet / ENet (alexgkendall/caffe-segnet and TimoSaemann/caffe-segnet-cudnn5
+      ``src/caffe/layers/bn_layer.cpp``; TimoSaemann/caffe-enet's caffe.proto has the same
+      BNParameter): blobs scale, shift. ``bn_mode: INFERENCE``: ``scale * x + shift``;
+      ``LEARN`` (the default), in any phase: batch statistics with eps 1e-9.
+    - PSPNet, first version (hszhao/PSPNet@88d0b3e ``src/caffe/layers/bn_layer.cpp``):
+      fields ``var_eps`` (default 1e-10), ``moving_average``, ``decay``, ``axis`` (1 or 2);
+      blobs scale, shift, mean, variance. TEST phase: the stored statistics if
+      ``moving_average``, else the batch's; eps ``var_eps``.
+    - PSPNet, later version, and yjxiong/caffe (hszhao/PSPNet@c479f4f
+      ``src/caffe/layers/bn_layer.cpp``): fields ``slope_filler``, ``bias_filler``,
+      ``momentum``, ``eps`` (default 1e-5), ``frozen``, ``engine``; blobs slope, bias, mean,
+      variance. TEST phase: the stored statistics, eps ``eps`` (``engine: CUDNN``: at
+      least 1e-5, as cuDNN requires; the default engine of a CPU build is Caffe's own).
+    - Only ``scale_filler``/``shift_filler``, or nothing: SegNet's LEARN with 2 blobs, the
+      first PSPNet without moving average (batch statistics, eps 1e-10) with 4 and a
+      filler; 4 blobs and no field at all fit two PSPNet versions that compute
+      differently, and are refused.
+    """
+    bp = layer.param.bn_param
+    given = {field.name for field, _ in bp.ListFields()}
+    blobs = len(layer.blobs) if layer.blobs else None
+
+    def mixed(*groups: set[str]) -> None:
+        found = [sorted(given & group) for group in groups if given & group]
+        if len(found) > 1:
+            raise ConverterError(
+                f"{where}: bn_param mixes fields of different forks' BN layers: {found}"
+            )
+
+    if given & _PSPNET_FIRST_FIELDS:
+        mixed(_PSPNET_FIRST_FIELDS | _FILLERS, _SEGNET_FIELDS, {"slope_filler", "bias_filler"})
+        if bp.axis not in (1, 2):
+            raise ConverterError(f"{where}: BN axis must be 1 or 2, found {bp.axis}")
+        statistics = "stored" if bp.moving_average else "batch"
+        return BNVariant("PSPNet (first version)", statistics, bp.var_eps, 4, bp.axis)
+    if given & _PSPNET_LATER_FIELDS:
+        mixed(_PSPNET_LATER_FIELDS, _SEGNET_FIELDS | _FILLERS)
+        eps = bp.eps
+        if bp.engine == bp.CUDNN:
+            eps = max(eps, _CUDNN_MIN_EPS)
+        return BNVariant("PSPNet (later version) / yjxiong", "stored", eps, 4)
+    if "bn_mode" in given or blobs == 2:
+        statistics = "none" if bp.bn_mode == bp.INFERENCE else "batch"
+        return BNVariant("SegNet / ENet", statistics, _SEGNET_EPS, 2)
+    if blobs == 4 and given & _FILLERS:
+        return BNVariant("PSPNet (first version)", "batch", bp.var_eps, 4)
+    if blobs == 4:
+        raise ConverterError(
+            f"{where}: a BN layer with 4 blobs and no bn_param field that says which fork "
+            "wrote it: the first PSPNet normalises by the batch (eps 1e-10), the later one "
+            "and yjxiong/caffe by the stored mean and variance (eps 1e-5); add "
+            "'moving_average: true' (first version) or 'frozen: true' (later) to bn_param"
+        )
+    if blobs is not None:
+        raise ConverterError(f"{where}: a BN layer holds 2 or 4 blobs, the caffemodel has {blobs}")
+    return None
+
+
+def _bn_channels(layer, shape: Shape, axis: int, where: str) -> int:
+    if not axis < len(shape) <= 4:
+        raise ConverterError(
+            f"{where}: BN needs a blob of {axis + 1} to 4 axes (channels at axis {axis}), "
+            f"found {shape}"
+        )
+    return shape[axis]
+
+
+def _bn_blob_shape(channels: int, axis: int) -> Shape:
+    return tuple(channels if i == axis else 1 for i in range(4))
+
+
+def _bn_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 1, where)
+    variant = bn_variant(layer, where)
+    axis = variant.axis if variant else 1
+    channels = _bn_channels(layer, bottoms[0], axis, where)
+    if variant is None:
+        return LayerShapes([bottoms[0]], None)  # 2 or 4 blobs: the caffemodel says
+    return LayerShapes([bottoms[0]], [_bn_blob_shape(channels, axis)] * variant.blobs)
+
+
+def _bn_module(layer, bottoms: list[Shape], where: str):
+    """Without a caffemodel a BN layer whose prototxt does not name its fork becomes the
+    batch-statistics form both candidates compute; its eps comes with the weights."""
+    from converter.modules.norm import BN
+
+    variant = bn_variant(layer, where) or BNVariant("SegNet / ENet", "batch", _SEGNET_EPS, 2)
+    channels = _bn_channels(layer, bottoms[0], variant.axis, where)
+    return BN(channels, variant.axis, variant.statistics, variant.eps)
+
+
+def _bn_weights(layer, blobs, module, where: str) -> dict[str, np.ndarray]:
+    variant = bn_variant(layer, where)
+    channels = module.weight.shape[0]
+    if any(blob.size != channels for blob in blobs):
+        raise ConverterError(
+            f"{where}: BN blobs must hold {channels} values each, found shapes "
+            f"{[tuple(b.shape) for b in blobs]}"
+        )
+    arrays = {"weight": blobs[0].reshape(-1), "bias": blobs[1].reshape(-1)}
+    if variant.statistics == "stored":
+        arrays["running_mean"] = blobs[2].reshape(-1)
+        arrays["running_var"] = blobs[3].reshape(-1)
+    if variant.statistics != "none":
+        arrays["eps"] = np.array(variant.eps, dtype=np.float64)
+    return arrays
+
+
+register_layer("BN", shape=_bn_shapes, module=_bn_module, weights=_bn_weights, in_place=True)

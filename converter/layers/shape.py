@@ -1,6 +1,8 @@
-"""Layers that route or reshape blobs: Input, Concat, Slice, Split, Flatten, Reshape.
+"""Layers that route or reshape blobs: Input, Concat, Slice, Split, Flatten, Reshape, and
+the ShuffleNet forks' ShuffleChannel.
 
-Caffe: ``src/caffe/layers/<type>_layer.cpp``. Split, Flatten and Reshape make their tops
+Caffe: ``src/caffe/layers/<type>_layer.cpp``; ShuffleChannel: farmingyard/ShuffleNet
+``shuffle_channel_layer.cpp``. Split, Flatten and Reshape make their tops
 share the bottom's memory (``ShareData``), and so do a one-bottom Concat and a one-top
 Slice: an in-place layer writing one of those blobs changes the others too.
 """
@@ -222,3 +224,36 @@ def _reshape_module(layer, bottoms: list[Shape], where: str):
 
 
 register_layer("Reshape", shape=_reshape_shapes, module=_reshape_module, shares_memory=True)
+
+# ----------------------------------------------------------------------------- ShuffleChannel
+
+
+def shuffle_groups(layer, shape: Shape, where: str) -> int:
+    """The ``group`` of a ShuffleChannel layer, checked as the fork checks it: positive and
+    dividing the channels (axis 1). Output channel ``j * group + i`` is input channel
+    ``i * (C / group) + j`` (farmingyard/ShuffleNet ``shuffle_channel_layer.cpp``)."""
+    group = layer.param.shuffle_channel_param.group
+    if len(shape) < 2:
+        raise ConverterError(f"{where}: ShuffleChannel needs a channel axis, found {shape}")
+    if group <= 0 or shape[1] % group:
+        raise ConverterError(
+            f"{where}: group {group} does not divide the {shape[1]} channels of {shape}"
+        )
+    return group
+
+
+def _shuffle_channel_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 1, where)
+    shuffle_groups(layer, bottoms[0], where)
+    return LayerShapes([bottoms[0]], [])
+
+
+def _shuffle_channel_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.shape import ShuffleChannel
+
+    return ShuffleChannel(shuffle_groups(layer, bottoms[0], where))
+
+
+# Not in place: the fork copies channel blocks from bottom to top, which overwrites
+# blocks it has yet to read when top == bottom.
+register_layer("ShuffleChannel", shape=_shuffle_channel_shapes, module=_shuffle_channel_module)

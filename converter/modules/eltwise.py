@@ -1,4 +1,4 @@
-"""Caffe's Eltwise as a module."""
+"""Caffe's Eltwise, and the SENet fork's Axpy, as modules."""
 
 from __future__ import annotations
 
@@ -35,3 +35,11 @@ class Eltwise(nn.Module):
         for x, c in zip(xs[1:], coeff[1:]):
             y = y + x if c == 1 else y + x * c
         return y
+
+
+class Axpy(nn.Module):
+    """The SENet fork's Axpy: ``a * X + Y``, a holding one factor per (image, channel)."""
+
+    def forward(self, a: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        factor = a.reshape(x.shape[:2] + (1,) * (x.dim() - 2))
+        return factor * x + y

@@ -1,4 +1,5 @@
-"""Modules of the normalisation family: BatchNorm without affine part, Scale, Bias, LRN."""
+"""Modules of the normalisation family: BatchNorm without affine part, Scale, Bias, LRN, and
+the forks' BN."""
 
 from __future__ import annotations
 
@@ -102,3 +103,42 @@ class LRN(nn.Module):
             mean = F.avg_pool2d(square, self.size, 1, half, count_include_pad=True)
             scale = 1.0 + self.alpha * mean
         return x * scale.pow(-self.beta)
+
+
+class BN(nn.Module):
+    """The forks' BN (``converter.layers.norm.bn_variant`` says which computes what).
+
+    ``statistics``: "none": ``x * weight + bias``; "batch" / "stored": ``(x - mean) /
+    sqrt(var + eps) * weight + bias`` with the batch's mean and biased variance over every
+    axis but ``axis``, or ``running_mean`` / ``running_var``. ``eps`` is a buffer, so a
+    converted file carries the value the caffemodel's blob count decided.
+    """
+
+    def __init__(self, channels: int, axis: int, statistics: str, eps: float):
+        super().__init__()
+        self.axis = axis
+        self.statistics = statistics
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        if statistics == "stored":
+            self.register_buffer("running_mean", torch.zeros(channels))
+            self.register_buffer("running_var", torch.ones(channels))
+        if statistics != "none":
+            self.register_buffer("eps", torch.tensor(eps, dtype=torch.float64))
+
+    def extra_repr(self) -> str:
+        return f"{len(self.weight)}, axis={self.axis}, statistics={self.statistics}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        view = [1] * x.dim()
+        view[self.axis] = -1
+        weight, bias = self.weight.reshape(view), self.bias.reshape(view)
+        if self.statistics == "none":
+            return x * weight + bias
+        if self.statistics == "stored":
+            mean, var = self.running_mean.reshape(view), self.running_var.reshape(view)
+        else:
+            dims = [d for d in range(x.dim()) if d != self.axis]
+            mean = x.mean(dim=dims, keepdim=True)
+            var = (x - mean).square().mean(dim=dims, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.eps.to(x.dtype)) * weight + bias

@@ -1,4 +1,5 @@
-"""Modules that route or reshape blobs: Input, Concat, Slice, Split, Flatten, Reshape."""
+"""Modules that route or reshape blobs: Input, Concat, Slice, Split, Flatten, Reshape,
+ShuffleChannel."""
 
 from __future__ import annotations
 
@@ -71,3 +72,19 @@ class Reshape(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         param = caffe_pb2.ReshapeParameter.FromString(self.param_bytes)
         return x.reshape(reshape_shape(param, tuple(x.shape), self.where))
+
+
+class ShuffleChannel(nn.Module):
+    """ShuffleNet's channel shuffle: channels seen as a (group, C / group) grid, transposed."""
+
+    def __init__(self, group: int):
+        super().__init__()
+        self.group = group
+
+    def extra_repr(self) -> str:
+        return f"group={self.group}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        grid = x.reshape((n, self.group, c // self.group) + tuple(x.shape[2:]))
+        return grid.transpose(1, 2).reshape(x.shape)
