@@ -29,6 +29,7 @@ from google.protobuf import text_format
 from converter import caffe_pb2
 from converter.errors import ConverterError
 from converter.io.prototxt import read_text
+from converter.layers.conv import conv_channels, conv_geometry
 from converter.layers.pool import pool_geometry
 from converter.net import Layer, Net, read_net
 
@@ -204,6 +205,43 @@ def _log_parameters(layer, bottoms, written) -> bool:
     return lp.base != -1 or lp.scale != 1 or lp.shift != 0
 
 
+def _one_pad_of_two(layer, bottoms, written) -> bool:
+    cp = layer.param.convolution_param
+    return cp.HasField("pad_h") != cp.HasField("pad_w")
+
+
+def _depthwise_dilated_3x3(layer, bottoms, written) -> bool:
+    """A depthwise 3x3 convolution, stride 1, with a pad below its dilation on some axis:
+    OpenCV 4.14's depthwise kernel gets these wrong (errors of 0.7-0.9 of the output)."""
+    cp = layer.param.convolution_param
+    if not bottoms or len(bottoms[0]) != 4 or cp.axis not in (1, -3):
+        return False
+    channels = bottoms[0][1]
+    if conv_channels(layer, channels) != (channels, channels):
+        return False
+    kernel, stride, pad, dilation = conv_geometry(cp, 2, layer.name)
+    return kernel == [3, 3] and stride == [1, 1] and any(0 < p < d for p, d in zip(pad, dilation))
+
+
+def _depthwise_settings(layer, bottoms, written) -> bool:
+    cp = layer.param.convolution_param
+    channels = bottoms[0][1] if bottoms and len(bottoms[0]) > 1 else None
+    return cp.num_output != channels or cp.group != channels
+
+
+def _interp_shrink(layer, bottoms, written) -> bool:
+    return layer.param.interp_param.HasField("shrink_factor")
+
+
+def _interp_crop(layer, bottoms, written) -> bool:
+    ip = layer.param.interp_param
+    return ip.pad_beg != 0 or ip.pad_end != 0
+
+
+def _interp_other_forms(layer, bottoms, written) -> bool:
+    return len(layer.bottoms) > 1 or layer.param.interp_param.interp_type != "bilinear"
+
+
 # Measured with OpenCV 4.5-4.14 (DNN_BACKEND_OPENCV, CPU, fusion off) against real Caffe's
 # blobs or the NumPy executor; the Log entry is the bvlc_layers fixture's opencv_check.
 OPENCV_DEVIATIONS: tuple[Deviation, ...] = (
@@ -240,6 +278,46 @@ OPENCV_DEVIATIONS: tuple[Deviation, ...] = (
         "Log",
         "base, scale or shift set, which OpenCV's Log does not apply as Caffe does",
         _log_parameters,
+    ),
+    # Measured with OpenCV 4.14 against the NumPy executor (tests/test_fork_source_layers.py).
+    Deviation(
+        "Convolution",
+        "pad_h or pad_w given without the other, which OpenCV then ignores (Caffe pads the "
+        "given axis, the other by 0)",
+        _one_pad_of_two,
+    ),
+    Deviation(
+        "Convolution",
+        "depthwise 3x3, stride 1, dilation above the pad, which OpenCV's depthwise kernel "
+        "computes wrongly",
+        _depthwise_dilated_3x3,
+    ),
+    Deviation(
+        "ConvolutionDepthwise",
+        "depthwise 3x3, stride 1, dilation above the pad, which OpenCV's depthwise kernel "
+        "computes wrongly",
+        _depthwise_dilated_3x3,
+    ),
+    Deviation(
+        "ConvolutionDepthwise",
+        "num_output or group other than the channels: OpenCV runs a Convolution with them, "
+        "the fork one filter per channel",
+        _depthwise_settings,
+    ),
+    Deviation(
+        "Interp",
+        "shrink_factor, which OpenCV ignores (another output size, or none)",
+        _interp_shrink,
+    ),
+    Deviation(
+        "Interp",
+        "pad_beg/pad_end, which OpenCV ignores (it resizes the uncropped input)",
+        _interp_crop,
+    ),
+    Deviation(
+        "Interp",
+        "a second bottom or interp_type nearest_neighbor, which OpenCV's Interp does not run",
+        _interp_other_forms,
     ),
 )
 

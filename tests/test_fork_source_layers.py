@@ -6,6 +6,7 @@ agree everywhere."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from conftest import rel_error
-from converter import ConverterError
+from converter import ConverterError, references
+from converter.cli import main
 from converter.executor import run_reference
 from converter.generic import CaffeGraph
 from converter.layers import lookup
@@ -27,7 +29,7 @@ def dims(*shape: int) -> str:
     return " ".join(f"dim: {d}" for d in shape)
 
 
-def write_net(tmp_path, text: str, blobs=None, seed: int = 0, name: str = "net") -> Net:
+def net_with_blobs(tmp_path, text: str, blobs=None, seed: int = 0, name: str = "net") -> Net:
     """``text`` as a prototxt, a caffemodel with ``blobs`` ({layer: [arrays]}) and random
     N(0, 1) weights for other layers with parameters; the net read back from both files."""
     prototxt, caffemodel = tmp_path / f"{name}.prototxt", tmp_path / f"{name}.caffemodel"
@@ -80,16 +82,15 @@ def test_axpy_equals_its_bvlc_equivalent(tmp_path, a_shape):
     executor; OpenCV, which computes a * Y + X, cannot judge it."""
     x_shape = (2, 5, 4, 3)
     header = AXPY % (dims(*a_shape), dims(*x_shape), dims(*x_shape))
-    axpy = write_net(
+    axpy = net_with_blobs(
         tmp_path,
         header + 'layer { name: "axpy" type: "Axpy" bottom: "a" bottom: "x" bottom: "y" '
         'top: "out" }\n',
         name="axpy",
     )
-    bvlc = write_net(
+    bvlc = net_with_blobs(
         tmp_path,
-        header
-        + 'layer { name: "flat" type: "Flatten" bottom: "a" top: "flat" }\n'
+        header + 'layer { name: "flat" type: "Flatten" bottom: "a" top: "flat" }\n'
         'layer { name: "ax" type: "Scale" bottom: "x" bottom: "flat" top: "ax" '
         "scale_param { axis: 0 } }\n"
         'layer { name: "out" type: "Eltwise" bottom: "ax" bottom: "y" top: "out" }\n',
@@ -151,7 +152,7 @@ def interp_net(tmp_path, specs: list[str], shape=(2, 3, 7, 9), name="interp") ->
         f"interp_param {{ {spec} }} }}\n"
         for k, spec in enumerate(specs)
     )
-    return write_net(tmp_path, text, name=name)
+    return net_with_blobs(tmp_path, text, name=name)
 
 
 def test_interp_matches_opencv(tmp_path):
@@ -169,9 +170,8 @@ def test_interp_matches_opencv(tmp_path):
 def test_interp_rule_by_hand():
     """caffe_cpu_interp2 on a 2x3 plane resized to 3x4: rows at 0, 0.5, 1; columns at
     0, 2/3, 4/3, 2 (float32), each blending its two neighbours."""
-    from converter.modules.resize import Interp
-
     from converter.layers.resize import InterpSpec
+    from converter.modules.resize import Interp
 
     x = np.array([[0.0, 1.0, 4.0], [10.0, 20.0, 40.0]])
     spec = InterpSpec(None, None, 3, 4, 0, 0, False)
@@ -218,7 +218,7 @@ def test_interp_second_bottom_gives_the_size(tmp_path):
         f"shape {{ {dims(1, 2, 5, 6)} }} shape {{ {dims(1, 4, 8, 3)} }} }} }}\n"
         'layer { name: "i" type: "Interp" bottom: "data" bottom: "like" top: "i" }\n'
     )
-    net = write_net(tmp_path, text)
+    net = net_with_blobs(tmp_path, text)
     rng = np.random.default_rng(4)
     inputs = {"data": rng.normal(0, 1, (1, 2, 5, 6)), "like": rng.normal(0, 1, (1, 4, 8, 3))}
     assert assert_module_matches_executor(net, inputs)["i"].shape == (1, 2, 8, 3)
@@ -254,7 +254,7 @@ def test_shuffle_channel_matches_opencv_and_the_fork_rule(tmp_path):
         f"shuffle_channel_param {{ group: {g} }} }}\n"
         for g in (1, 2, 3, 4)
     )
-    net = write_net(tmp_path, text)
+    net = net_with_blobs(tmp_path, text)
     x = np.random.default_rng(5).normal(0, 1, (2, 12, 3, 4)).astype(np.float32)
     reference = assert_module_matches_executor(net, {"data": x})
     assert opencv_worst(net, {"data": x}, reference) == 0
@@ -270,7 +270,8 @@ def test_shuffle_channel_matches_opencv_and_the_fork_rule(tmp_path):
 
 def test_shuffle_channel_group_must_divide_the_channels(tmp_path):
     (tmp_path / "n.prototxt").write_text(
-        INPUT % dims(1, 6, 2, 2)
+        INPUT
+        % dims(1, 6, 2, 2)
         + 'layer { name: "s" type: "ShuffleChannel" bottom: "data" top: "s" '
         "shuffle_channel_param { group: 4 } }"
     )
@@ -284,7 +285,7 @@ def test_shuffle_channel_group_must_divide_the_channels(tmp_path):
 DEPTHWISE = [
     "num_output: 6 group: 6 kernel_size: 3 pad: 1 stride: 2",
     "num_output: 12 group: 3 kernel_size: 3 dilation: 2",  # any group: it is Convolution
-    "num_output: 6 group: 6 kernel_h: 3 kernel_w: 1 pad_h: 1 bias_term: false",
+    "num_output: 6 group: 6 kernel_h: 3 kernel_w: 1 pad_h: 1 pad_w: 0 bias_term: false",
 ]
 
 
@@ -300,8 +301,8 @@ def test_depthwise_convolution_is_convolution(tmp_path):
     """yonghenglh6/DepthwiseConvolution subclasses ConvolutionLayer: the same net written
     with Convolution (which OpenCV runs; it does not know this type) computes the same."""
     x = np.random.default_rng(6).normal(0, 3, (2, 6, 7, 9)).astype(np.float32)
-    fork = write_net(tmp_path, depthwise_text("DepthwiseConvolution", DEPTHWISE), name="fork")
-    bvlc = write_net(tmp_path, depthwise_text("Convolution", DEPTHWISE), name="bvlc")
+    fork = net_with_blobs(tmp_path, depthwise_text("DepthwiseConvolution", DEPTHWISE), name="fork")
+    bvlc = net_with_blobs(tmp_path, depthwise_text("Convolution", DEPTHWISE), name="bvlc")
     ours = assert_module_matches_executor(fork, {"data": x})
     as_conv = run_reference(bvlc, {"data": x})
     for name in as_conv:
@@ -314,20 +315,20 @@ def test_convolution_depthwise_is_one_filter_per_channel(tmp_path):
     """farmingyard/caffe-mobilenet conv_dw_layer.cpp ignores num_output and group: weight
     (C, 1, kh, kw), bias (C,), C outputs. OpenCV runs it as Convolution with the prototxt's
     group, which is the same when the prototxt says group = num_output = C."""
-    specs = ["num_output: 6 group: 6 kernel_size: 3 pad: 1 dilation: 2", "kernel_size: 3"]
+    specs = ["num_output: 6 group: 6 kernel_size: 3 pad: 2 dilation: 2", "kernel_size: 3"]
     x = np.random.default_rng(7).normal(0, 3, (2, 6, 7, 9)).astype(np.float32)
-    fork = write_net(tmp_path, depthwise_text("ConvolutionDepthwise", specs), name="fork")
+    fork = net_with_blobs(tmp_path, depthwise_text("ConvolutionDepthwise", specs), name="fork")
     assert [layer.blobs[0].shape for layer in fork.layers[1:]] == [(6, 1, 3, 3)] * 2
     ours = assert_module_matches_executor(fork, {"data": x})
     assert ours["c1"].shape == (2, 6, 5, 7)
     grouped = [s if "group" in s else f"{s} num_output: 6 group: 6" for s in specs]
-    bvlc = write_net(tmp_path, depthwise_text("Convolution", grouped), name="bvlc")
+    bvlc = net_with_blobs(tmp_path, depthwise_text("Convolution", grouped), name="bvlc")
     for layer, source in zip(bvlc.layers[1:], fork.layers[1:]):
         layer.blobs = source.blobs
     as_conv = run_reference(bvlc, {"data": x})
     for name in as_conv:
         np.testing.assert_array_equal(ours[name], as_conv[name])
-    first = write_net(tmp_path, depthwise_text("ConvolutionDepthwise", specs[:1]), name="cv")
+    first = net_with_blobs(tmp_path, depthwise_text("ConvolutionDepthwise", specs[:1]), name="cv")
     reference = run_reference(first, {"data": x})
     assert opencv_worst(first, {"data": x}, reference) <= 1e-6
 
@@ -338,8 +339,7 @@ def test_convolution_depthwise_is_one_filter_per_channel(tmp_path):
 def bn_text(bn_param: str, shape=(2, 4, 5, 6), in_place=False) -> str:
     top = "data" if in_place else "bn"
     return INPUT % dims(*shape) + (
-        f'layer {{ name: "bn" type: "BN" bottom: "data" top: "{top}" '
-        f"bn_param {{ {bn_param} }} }}\n"
+        f'layer {{ name: "bn" type: "BN" bottom: "data" top: "{top}" bn_param {{ {bn_param} }} }}\n'
     )
 
 
@@ -390,7 +390,7 @@ BN_FORMS = [
 @pytest.mark.parametrize("bn_param, count, statistics, eps", BN_FORMS)
 def test_bn_forms_by_the_forks_rules(tmp_path, bn_param, count, statistics, eps):
     blobs = bn_blobs(count)
-    net = write_net(tmp_path, bn_text(bn_param, in_place=True), {"bn": blobs})
+    net = net_with_blobs(tmp_path, bn_text(bn_param, in_place=True), {"bn": blobs})
     x = np.random.default_rng(9).normal(1, 2, (2, 4, 5, 6)).astype(np.float32)
     reference = assert_module_matches_executor(net, {"data": x})
     expected = bn_by_hand(x, blobs, statistics, float(np.float32(eps or 0)))  # a float field
@@ -402,7 +402,7 @@ def test_bn_forms_by_the_forks_rules(tmp_path, bn_param, count, statistics, eps)
 def test_bn_axis_2_of_the_first_pspnet(tmp_path):
     blobs = bn_blobs(4, channels=5, axis=2)
     text = bn_text("moving_average: true axis: 2", shape=(2, 3, 5, 6))
-    net = write_net(tmp_path, text, {"bn": blobs})
+    net = net_with_blobs(tmp_path, text, {"bn": blobs})
     assert net.shapes()[1].param_shapes == [(1, 1, 5, 1)] * 4
     x = np.random.default_rng(10).normal(0, 2, (2, 3, 5, 6)).astype(np.float32)
     reference = assert_module_matches_executor(net, {"data": x})
@@ -448,7 +448,7 @@ def test_bn_eps_decided_by_the_blob_count_survives_conversion(tmp_path):
     filler = 'scale_filler { type: "constant" value: 1 }'
     x = np.random.default_rng(11).normal(0, 1e-5, (2, 4, 5, 6))  # variances near eps
     for count, eps in ((2, 1e-9), (4, 1e-10)):
-        net = write_net(tmp_path, bn_text(filler), {"bn": bn_blobs(count)}, name=f"bn{count}")
+        net = net_with_blobs(tmp_path, bn_text(filler), {"bn": bn_blobs(count)}, name=f"bn{count}")
         out = tmp_path / f"bn{count}.safetensors"
         converter.convert(net.source, net.weights_source, out)
         model = converter.load(out, dtype=torch.float64)
@@ -471,7 +471,128 @@ def test_fuse_bn_refuses_a_net_with_a_fork_bn(tmp_path):
         'layer { name: "bn" type: "BN" bottom: "conv" top: "conv" '
         "bn_param { frozen: true } }\n"
     )
-    net = write_net(tmp_path, text, {"bn": bn_blobs(4)})
+    net = net_with_blobs(tmp_path, text, {"bn": bn_blobs(4)})
     with pytest.raises(ConverterError, match="--fuse-bn"):
         converter.convert(net.source, net.weights_source, tmp_path / "x.pt", fuse_bn=True)
     assert not (tmp_path / "x.pt").exists()
+
+
+# ----------------------------------------------------------------------------- OpenCV
+
+
+# Settings of these types that OpenCV 4.14 computes differently or not at all (measured
+# here against the executor): verify --reference opencv refuses them before running.
+OPENCV_DEVIATES = {
+    "interp_shrink": (
+        'layer { name: "i" type: "Interp" bottom: "data" top: "i" '
+        "interp_param { shrink_factor: 2 zoom_factor: 3 } }\n",
+        "'i' (Interp: shrink_factor",
+    ),
+    "interp_crop": (
+        'layer { name: "i" type: "Interp" bottom: "data" top: "i" '
+        "interp_param { zoom_factor: 2 pad_beg: -1 pad_end: -1 } }\n",
+        "'i' (Interp: pad_beg/pad_end",
+    ),
+    "interp_nearest": (
+        'layer { name: "i" type: "Interp" bottom: "data" top: "i" '
+        'interp_param { zoom_factor: 2 interp_type: "nearest_neighbor" } }\n',
+        "'i' (Interp: a second bottom or interp_type",
+    ),
+    "depthwise_dilated": (
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+        "convolution_param { num_output: 6 group: 6 kernel_size: 3 pad: 1 dilation: 2 } }\n",
+        "'c' (Convolution: depthwise 3x3",
+    ),
+    "conv_pad_h_alone": (
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+        "convolution_param { num_output: 4 kernel_h: 3 kernel_w: 1 pad_h: 1 } }\n",
+        "'c' (Convolution: pad_h or pad_w given without the other",
+    ),
+    "conv_depthwise_without_group": (
+        'layer { name: "c" type: "ConvolutionDepthwise" bottom: "data" top: "c" '
+        "convolution_param { kernel_size: 3 pad: 1 } }\n",
+        "'c' (ConvolutionDepthwise: num_output or group",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", OPENCV_DEVIATES)
+def test_opencv_deviations_are_refused_and_real(name, capsys, tmp_path, monkeypatch):
+    text, words = OPENCV_DEVIATES[name]
+    net = net_with_blobs(tmp_path, INPUT % dims(1, 6, 7, 9) + text)
+    code = main(["verify", net.source, net.weights_source, "--reference", "opencv"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "", (out, err)
+    assert "OpenCV is known to differ" in err and words in err, err
+    assert main(["verify", net.source, net.weights_source, "--reference", "numpy"]) == 0
+    # Without the table OpenCV fails on the net, or computes another result.
+    monkeypatch.setattr(references, "OPENCV_DEVIATIONS", ())
+    x = np.random.default_rng(12).normal(0, 3, (1, 6, 7, 9)).astype(np.float32)
+    expected = run_reference(net, {"data": x})
+    try:
+        cv = opencv_blobs(net.source, net.weights_source, {"data": x})
+    except ConverterError:
+        return
+    name = net.layers[-1].tops[0]
+    assert cv[name].shape != expected[name].shape or rel_error(cv[name], expected[name]) > 0.1
+
+
+def test_opencv_runs_no_fork_bn_nor_depthwise_convolution(tmp_path):
+    """OpenCV 4.14 has no BN and no DepthwiseConvolution: refused by name, not misread."""
+    text = INPUT % dims(1, 4, 5, 6) + (
+        'layer { name: "bn" type: "BN" bottom: "data" top: "bn" bn_param { frozen: true } }\n'
+        'layer { name: "dw" type: "DepthwiseConvolution" bottom: "bn" top: "dw" '
+        "convolution_param { num_output: 4 group: 4 kernel_size: 3 } }\n"
+    )
+    net = net_with_blobs(tmp_path, text, {"bn": bn_blobs(4)})
+    with pytest.raises(ConverterError, match=r"does not support layer 'bn' \(BN\)"):
+        opencv_blobs(net.source, net.weights_source, {"data": np.ones((1, 4, 5, 6))})
+
+
+# ----------------------------------------------------------------------------- end to end
+
+SEGMENTATION_HEAD = INPUT % dims(1, 3, 9, 9) + (
+    'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+    "convolution_param { num_output: 8 kernel_size: 3 stride: 2 bias_term: false } }\n"
+    'layer { name: "conv/bn" type: "BN" bottom: "conv" top: "conv" '
+    "bn_param { frozen: true momentum: 0.95 } }\n"
+    'layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }\n'
+    'layer { name: "shuffle" type: "ShuffleChannel" bottom: "conv" top: "shuffle" '
+    "shuffle_channel_param { group: 2 } }\n"
+    'layer { name: "dw" type: "ConvolutionDepthwise" bottom: "shuffle" top: "dw" '
+    "convolution_param { num_output: 8 group: 8 kernel_size: 3 pad: 1 } }\n"
+    'layer { name: "dw/bn" type: "BN" bottom: "dw" top: "dw" bn_param { bn_mode: INFERENCE } }\n'
+    'layer { name: "gap" type: "Pooling" bottom: "dw" top: "gap" '
+    "pooling_param { pool: AVE global_pooling: true } }\n"
+    'layer { name: "gate" type: "Sigmoid" bottom: "gap" top: "gate" }\n'
+    'layer { name: "axpy" type: "Axpy" bottom: "gate" bottom: "dw" bottom: "shuffle" '
+    'top: "fused" }\n'
+    'layer { name: "pw" type: "DepthwiseConvolution" bottom: "fused" top: "pw" '
+    "convolution_param { num_output: 8 group: 4 kernel_size: 1 } }\n"
+    'layer { name: "up" type: "Interp" bottom: "pw" top: "up" '
+    "interp_param { height: 9 width: 9 } }\n"
+)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_fork_layers_convert_load_verify_and_inspect(tmp_path, capsys, suffix):
+    import converter
+
+    blobs = {"conv/bn": bn_blobs(4, channels=8), "dw/bn": bn_blobs(2, channels=8)}
+    net = net_with_blobs(tmp_path, SEGMENTATION_HEAD, blobs)
+    out = tmp_path / f"head{suffix}"
+    assert main(["convert", net.source, net.weights_source, "-o", str(out), "--generic"]) == 0
+    x = np.random.default_rng(13).normal(0, 50, (1, 3, 9, 9))
+    expected = run_reference(net, {"data": x})
+    model = converter.load(out, dtype=torch.float64)
+    with torch.no_grad():
+        ours = model.forward_blobs(torch.from_numpy(x))
+    for name, value in expected.items():
+        assert rel_error(ours[name].numpy(), value) <= 1e-12, name
+    assert main(["verify", net.source, net.weights_source, "--reference", "numpy"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", net.source, "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)["layers"]}
+    assert rows["up"]["top_shapes"] == [[1, 8, 9, 9]]
+    assert rows["dw"]["param_shapes"] == [[8, 1, 3, 3], [8]]
+    assert rows["conv/bn"]["param_shapes"] == [[1, 8, 1, 1]] * 4
