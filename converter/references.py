@@ -242,6 +242,32 @@ def _interp_other_forms(layer, bottoms, written) -> bool:
     return len(layer.bottoms) > 1 or layer.param.interp_param.interp_type != "bilinear"
 
 
+def _mask_top(layer, bottoms, written) -> bool:
+    return len(layer.tops) > 1
+
+
+def _relu6_parameters(layer, bottoms, written) -> bool:
+    rp = layer.param.relu6_param
+    return rp.negative_slope != 0 or rp.threshold != 6
+
+
+def _partial_order(layer, bottoms, written) -> bool:
+    """A Permute order naming fewer axes than the input has (OpenCV takes it for the whole
+    order), other than a leading identity, which both leave as it is."""
+    order = list(layer.param.permute_param.order)
+    return order != list(range(len(order))) and (not bottoms or len(order) < len(bottoms[0]))
+
+
+def _prior_image_size(layer, bottoms, written) -> bool:
+    pp = layer.param.prior_box_param
+    return any(pp.HasField(name) for name in ("img_size", "img_h", "img_w"))
+
+
+def _prior_fractional_sizes(layer, bottoms, written) -> bool:
+    pp = layer.param.prior_box_param
+    return any(size != int(size) for size in (*pp.min_size, *pp.max_size))
+
+
 # Measured with OpenCV 4.5-4.14 (DNN_BACKEND_OPENCV, CPU, fusion off) against real Caffe's
 # blobs or the NumPy executor; the Log entry is the bvlc_layers fixture's opencv_check.
 OPENCV_DEVIATIONS: tuple[Deviation, ...] = (
@@ -318,6 +344,28 @@ OPENCV_DEVIATIONS: tuple[Deviation, ...] = (
         "Interp",
         "a second bottom or interp_type nearest_neighbor, which OpenCV's Interp does not run",
         _interp_other_forms,
+    ),
+    # Fork layers and forms, measured on the fork_layers fixture (its opencv_check).
+    *(
+        Deviation(name, "no such layer in OpenCV", _always)
+        for name in ("BilinearInterpolate", "MaxUnPool", "Pad", "PixelShuffle", "Unsqueeze")
+    ),
+    Deviation("Upsample", "no such layer in OpenCV (neither the nearest nor SegNet's)", _always),
+    Deviation("Pooling", "a second top (the MAX mask), which OpenCV does not give", _mask_top),
+    Deviation("Resize", "OpenCV's Resize is another layer (it wants an interpolation)", _always),
+    Deviation(
+        "DetectionOutput",
+        "OpenCV orders rows by score, not by label, pads them to keep_top_k, and crashes "
+        "without keep_top_k",
+        _always,
+    ),
+    Deviation("ReLU6", "relu6_param, which OpenCV ignores", _relu6_parameters),
+    Deviation("Permute", "a partial order, which OpenCV refuses", _partial_order),
+    Deviation("PriorBox", "img_size/img_h/img_w, which OpenCV ignores", _prior_image_size),
+    Deviation(
+        "PriorBox",
+        "a fractional min_size/max_size: Caffe truncates it to int, OpenCV does not",
+        _prior_fractional_sizes,
     ),
 )
 

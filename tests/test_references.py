@@ -39,7 +39,14 @@ OPENCV_UNSUPPORTED = {
     "pool_ceil": [],
     "bn_variants": ["bias", "bn_inplace", "bn_batchstats"],  # Bias layer; batch statistics
     "conv_variants": ["ip_t"],  # InnerProduct transpose: true (OpenCV silently ignores it)
-}
+    # fork layers OpenCV lacks or computes otherwise, and mbox_priorbox, which reads them;
+    # "pool_mask" is the pooling layer's mask top, which OpenCV does not give
+    "fork_layers": [
+        "relu6_p", "upsample", "bilinear_ac", "bilinear_hp", "resize", "pixelshuffle",
+        "pad_const", "pad_repl", "pad_refl", "unsqueeze", "unpool", "permute_part",
+        "pool_mask", "s1_priorbox", "s2_priorbox", "mbox_priorbox", "detection_out",
+    ],
+}  # fmt: skip
 
 
 def case_input(case) -> dict[str, np.ndarray]:
@@ -85,10 +92,14 @@ def test_opencv_returns_every_blob_in_network_order_after_in_place_layers():
 
 
 def without_layers(case, drop: list[str], folder: Path) -> Path:
-    """The case's prototxt minus the named layers (none of them feeds a kept layer)."""
+    """The case's prototxt minus the named layers and extra tops (none of them feeds a kept
+    layer)."""
     param = read_prototxt(case.prototxt)
     kept = [layer for layer in param.layer if layer.name not in drop]
-    assert len(kept) == len(param.layer) - len(drop)
+    tops = [top for layer in kept for top in layer.top[1:] if top in drop]
+    assert len(param.layer) - len(kept) + len(tops) == len(drop)
+    for layer in kept:
+        layer.top[:] = [top for top in layer.top if top not in tops]
     del param.layer[:]
     param.layer.extend(kept)
     path = folder / f"{case.name}_opencv.prototxt"
@@ -112,6 +123,40 @@ def test_opencv_refuses_layers_it_cannot_reproduce_and_matches_the_rest(name, tm
     skip = {"bias", "bn_batchstats", "ip_t"}
     assert_matches_caffe(case, got, skip=skip)
     assert set(case.blobs) - skip <= set(got)
+
+
+def test_opencv_refuses_fork_layers_it_cannot_reproduce_and_matches_the_rest(tmp_path):
+    """Each refusal names the layer and what OpenCV does differently (measured in the
+    case's opencv_check); what OpenCV does run (Normalize, full-order Permute, the pooling
+    mask, HardSwish, ...) matches Caffe."""
+    case = load_case("fork_layers")
+    with pytest.raises(ConverterError) as info:
+        opencv_blobs(case.prototxt, case.caffemodel, case_input(case))
+    message = str(info.value)
+    for layer, deviation in [
+        ("relu6_p", "ignores relu6_param"),
+        ("upsample", "Upsample: no such layer"),
+        ("unpool", "MaxUnPool: no such layer"),
+        ("resize", "interpolation"),
+        ("permute_part", "partial order"),
+        ("pool", "with a mask top: OpenCV gives no mask"),
+        ("s1_priorbox", "truncates them to int"),
+        ("s2_priorbox", "img_size/img_h/img_w: OpenCV ignores them"),
+        ("detection_out", "orders rows by score"),
+    ]:
+        assert f"'{layer}' (" in message and deviation in message, (layer, message)
+    refused = set(OPENCV_UNSUPPORTED["fork_layers"]) - {"mbox_priorbox", "pool_mask"} | {"pool"}
+    assert {name for name in case.blobs if f"'{name}' (" in message} == refused
+    per_type = case.info["opencv_check"]["per_type"]  # the case's own OpenCV measurement
+    wrong = {t for t, v in per_type.items() if v["inside_tolerance"] < v["layers"]}
+    net = read_net(case.prototxt)
+    assert wrong | {"Pooling"} == {layer.type for layer in net.layers if layer.name in refused}
+    # without them (and the SSD head's prior concat, which reads them) OpenCV matches Caffe
+    trimmed = without_layers(case, OPENCV_UNSUPPORTED["fork_layers"], tmp_path)
+    got = opencv_blobs(trimmed, case.caffemodel, case_input(case))
+    worst = assert_matches_caffe(case, got, skip=OPENCV_UNSUPPORTED["fork_layers"])
+    assert worst <= case.tolerance
+    assert {"norm_ch", "norm_all", "permute", "hswish", "hsig", "mbox_conf_flatten"} <= set(got)
 
 
 def test_opencv_transpose_limitation_is_real(tmp_path, monkeypatch):
@@ -186,7 +231,7 @@ def test_opencv_matches_caffe_on_shared_fixture(name, tmp_path):
     unsupported = OPENCV_UNSUPPORTED.get(name, [])
     prototxt = without_layers(case, unsupported, tmp_path) if unsupported else case.prototxt
     got = opencv_blobs(prototxt, case.caffemodel, case_input(case))
-    assert_matches_caffe(case, got, skip={"bias", "bn_batchstats", "ip_t"})
+    assert_matches_caffe(case, got, skip={"bias", "bn_batchstats", "ip_t", *unsupported})
 
 
 @pytest.mark.slow

@@ -9,7 +9,16 @@ means something; it does share the shape rules and geometry helpers (``pool_geom
 ``conv_geometry``, ...), which say what Caffe computes, not how.
 """
 
-from converter.executor import activation, conv, eltwise, norm, pool, resize, shape  # noqa: F401
+from converter.executor import (  # noqa: F401
+    activation,
+    conv,
+    detection,
+    eltwise,
+    norm,
+    pool,
+    resize,
+    shape,
+)
 from converter.executor.registry import FORWARD, executes
 from converter.executor.run import run_reference
 

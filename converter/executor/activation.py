@@ -1,4 +1,5 @@
-"""Element-wise layers in NumPy: ReLU, PReLU, Power, Sigmoid, TanH, AbsVal, Dropout."""
+"""Element-wise layers in NumPy: ReLU, PReLU, Power, Sigmoid, TanH, AbsVal, Dropout, ReLU6,
+HardSwish, HardSigmoid."""
 
 from __future__ import annotations
 
@@ -53,3 +54,21 @@ def _abs(layer, bottoms, params, where):
 @executes("Dropout")
 def _dropout(layer, bottoms, params, where):
     return [bottoms[0].copy()]  # identity in the TEST phase
+
+
+@executes("ReLU6")
+def _relu6(layer, bottoms, params, where):
+    x, rp = bottoms[0], layer.param.relu6_param
+    return [np.minimum(np.maximum(x, 0) + rp.negative_slope * np.minimum(x, 0), rp.threshold)]
+
+
+@executes("HardSwish")
+def _hardswish(layer, bottoms, params, where):
+    x = bottoms[0]
+    return [x * np.maximum(0.0, np.minimum(1.0, x / 6.0 + 0.5))]
+
+
+@executes("HardSigmoid")
+def _hardsigmoid(layer, bottoms, params, where):
+    hp = layer.param.hardsigmoid_param
+    return [np.maximum(0.0, np.minimum(1.0, hp.alpha * bottoms[0] + hp.beta))]

@@ -1,4 +1,4 @@
-"""BatchNorm, Scale, Bias, LRN and Softmax in NumPy; the forks' BN."""
+"""BatchNorm, Scale, Bias, LRN and Softmax in NumPy; the forks' BN and SSD's Normalize."""
 
 from __future__ import annotations
 
@@ -117,3 +117,16 @@ def _bn(layer, bottoms, params, where):
             var = np.mean((flat - mean) ** 2, axis=1, keepdims=True)
         y = (flat - mean) * (1.0 / np.sqrt(var + variant.eps)) * scale + shift
     return [np.moveaxis(y.reshape(moved.shape), 0, axis)]
+
+
+@executes("Normalize")
+def _normalize(layer, bottoms, params, where):
+    x, np_ = bottoms[0], layer.param.norm_param
+    flat = x.reshape(x.shape[0], x.shape[1], -1)  # (N, C, positions)
+    if np_.across_spatial:
+        sums = np.square(flat).sum(axis=(1, 2), keepdims=True)  # per sample
+    else:
+        sums = np.square(flat).sum(axis=1, keepdims=True)  # per sample and position
+    y = flat / np.sqrt(sums + np_.eps)
+    scale = params[0].reshape(()) if params[0].ndim == 0 else params[0][None, :, None]
+    return [(y * scale).reshape(x.shape)]

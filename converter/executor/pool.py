@@ -8,14 +8,47 @@ from numpy.lib.stride_tricks import sliding_window_view
 from converter import caffe_pb2
 from converter.errors import ConverterError
 from converter.executor.registry import executes
-from converter.layers.pool import pool_geometry
+from converter.layers.pool import pool_geometry, pooling_mask
 
 FLT_MAX = float(np.finfo(np.float32).max)  # Caffe's start value for MAX pooling
 
 
 @executes("Pooling")
 def _pooling(layer, bottoms, params, where):
-    return [pool(bottoms[0], layer.param.pooling_param, where)]
+    pp = layer.param.pooling_param
+    pooled = pool(bottoms[0], pp, where)
+    if not pooling_mask(layer, where):
+        return [pooled]
+    return [pooled, max_positions(bottoms[0], pp, where)]
+
+
+def max_positions(x: np.ndarray, pp, where: str) -> np.ndarray:
+    """Caffe's MAX pooling mask: per output, ``h * W + w`` of the first input value (row-major
+    in the window clipped to the image) strictly above every earlier one and -FLT_MAX; -1
+    where there is none (``pooling_layer.cpp``, ``top_mask``)."""
+    n, c, height, width = x.shape
+    geometry = pool_geometry(pp, height, width, where)
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = (
+        geometry.kernel,
+        geometry.stride,
+        geometry.pad,
+        geometry.output,
+    )
+    mask = np.full((n, c, oh, ow), -1.0, dtype=x.dtype)
+    for i in range(oh):
+        h0, h1 = max(i * sh - ph, 0), min(i * sh - ph + kh, height)
+        for j in range(ow):
+            w0, w1 = max(j * sw - pw, 0), min(j * sw - pw + kw, width)
+            if h0 >= h1 or w0 >= w1:
+                continue  # an empty window: the mask keeps -1
+            window = x[:, :, h0:h1, w0:w1].reshape(n, c, -1)
+            # NaN never compares greater in Caffe: it can neither win nor displace a winner
+            window = np.where(np.isnan(window), -np.inf, window)
+            first = window.argmax(axis=-1)  # the first maximum, in row-major order
+            best = np.take_along_axis(window, first[..., None], axis=-1)[..., 0]
+            index = (h0 + first // (w1 - w0)) * width + w0 + first % (w1 - w0)
+            mask[:, :, i, j] = np.where(best > -FLT_MAX, index, -1)
+    return mask
 
 
 def pool(x: np.ndarray, pp, where: str) -> np.ndarray:

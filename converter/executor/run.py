@@ -49,13 +49,20 @@ def run_reference(
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 tops = _forward(layer)(layer, bottoms, params, where)
         for top, value, expected in zip(layer.tops, tops, layer_shapes.top_shapes):
-            if value.shape != tuple(expected):
+            if not _fits(value.shape, tuple(expected), layer_shapes.at_most):
                 raise RuntimeError(
                     f"{where}: computed shape {value.shape} for '{top}', shape inference "
                     f"says {tuple(expected)} (internal inconsistency)"
                 )
             blobs[top] = value.astype(dtype, copy=False)
     return {name: blobs[name] for name in net.blob_names()}
+
+
+def _fits(shape: tuple[int, ...], expected: tuple[int, ...], at_most: bool) -> bool:
+    """The computed shape is the inferred one (or, for a data-dependent top, within it)."""
+    if not at_most:
+        return shape == expected
+    return len(shape) == len(expected) and all(a <= b for a, b in zip(shape, expected))
 
 
 def _forward(layer: Layer):

@@ -13,10 +13,12 @@ from converter.executor.registry import executes
 from converter.layers.registry import canonical_axis
 from converter.layers.shape import (
     flatten_axes,
+    permute_order,
     reshape_shape,
     shuffle_groups,
     slice_axis,
     slice_bounds,
+    unsqueeze_axis,
 )
 
 
@@ -63,3 +65,15 @@ def _shuffle_channel(layer, bottoms, params, where):
     # Top channel j * group + i reads bottom channel i * columns + j.
     source = [i * columns + j for j in range(columns) for i in range(group)]
     return [x[:, source].copy()]
+
+
+@executes("Permute")
+def _permute(layer, bottoms, params, where):
+    x = bottoms[0]
+    return [np.transpose(x, permute_order(layer, x.ndim, where)).copy()]
+
+
+@executes("Unsqueeze")
+def _unsqueeze(layer, bottoms, params, where):
+    x = bottoms[0]
+    return [np.expand_dims(x, unsqueeze_axis(layer, x.ndim, where)).copy()]

@@ -6,12 +6,23 @@ weight mapping and its flags; ``converter.net`` (shape inference) and
 (``converter.executor``) keeps its own forward functions, by family too.
 
 Families: ``conv`` (Convolution, Deconvolution, InnerProduct), ``pool`` (Pooling), ``norm``
-(BatchNorm, Scale, Bias, LRN, MVN, BN), ``activation`` (ReLU, PReLU, Sigmoid, ...),
-``eltwise`` (Eltwise, Axpy), ``shape`` (Input, Concat, Slice, Split, Flatten, Reshape,
-ShuffleChannel), ``resize`` (Interp). Fork types: see each family's docstring.
+(BatchNorm, Scale, Bias, LRN, MVN, BN, Normalize), ``activation`` (ReLU, PReLU, Sigmoid,
+..., ReLU6, HardSwish, HardSigmoid), ``eltwise`` (Eltwise, Axpy), ``shape`` (Input, Concat,
+Slice, Split, Flatten, Reshape, ShuffleChannel, Permute, Unsqueeze), ``resize`` (Interp,
+Upsample, BilinearInterpolate, Resize, PixelShuffle, Pad, MaxUnPool), ``detection``
+(PriorBox, DetectionOutput). Fork types: see each family's docstring.
 """
 
-from converter.layers import activation, conv, eltwise, norm, pool, resize, shape  # noqa: F401
+from converter.layers import (  # noqa: F401
+    activation,
+    conv,
+    detection,
+    eltwise,
+    norm,
+    pool,
+    resize,
+    shape,
+)
 from converter.layers.conv import conv_geometry
 from converter.layers.pool import PoolGeometry, pool_geometry
 from converter.layers.registry import (

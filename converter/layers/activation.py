@@ -1,7 +1,9 @@
 """Element-wise layers: ReLU, PReLU, Sigmoid, TanH, Power, AbsVal, Dropout, Softmax, ...
 
 Caffe: ``src/caffe/layers/<type>_layer.cpp``; the top has the bottom's shape. In the TEST
-phase Dropout copies its input (no rescaling: Caffe scales during training).
+phase Dropout copies its input (no rescaling: Caffe scales during training). ReLU6,
+HardSwish and HardSigmoid are inisis/caffe's (``relu6_layer.cpp``, ``hardswish_layer.cpp``,
+``hardsigmoid_layer.cpp``; rules in ``tests/fixtures/fork_layers/case.json``).
 """
 
 from __future__ import annotations
@@ -74,7 +76,34 @@ def _softmax_module(layer, bottoms: list[Shape], where: str):
     return nn.Softmax(dim=canonical_axis(layer.param.softmax_param.axis, len(bottoms[0]), where))
 
 
+def _relu6_module(layer, bottoms: list[Shape], where: str):
+    from torch import nn
+
+    from converter.modules.activation import ReLU6
+
+    rp = layer.param.relu6_param
+    if rp.negative_slope == 0 and rp.threshold == 6:
+        return nn.ReLU6()
+    return ReLU6(rp.negative_slope, rp.threshold)
+
+
+def _hardswish_module(layer, bottoms: list[Shape], where: str):
+    from torch import nn
+
+    return nn.Hardswish()  # x * max(0, min(1, x / 6 + 1 / 2)), the fork's formula
+
+
+def _hardsigmoid_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.activation import HardSigmoid
+
+    hp = layer.param.hardsigmoid_param  # defaults 0.2, 0.5 (ONNX's), not torch's 1/6, 1/2
+    return HardSigmoid(hp.alpha, hp.beta)
+
+
 register_layer("ReLU", shape=same_shape, module=_relu_module, in_place=True)
+register_layer("ReLU6", shape=same_shape, module=_relu6_module, in_place=True)
+register_layer("HardSwish", shape=same_shape, module=_hardswish_module, in_place=True)
+register_layer("HardSigmoid", shape=same_shape, module=_hardsigmoid_module, in_place=True)
 register_layer("PReLU", shape=_prelu_shapes, module=_prelu_module, in_place=True)
 register_layer("Sigmoid", shape=same_shape, module=_sigmoid_module, in_place=True)
 register_layer("TanH", shape=same_shape, module=_tanh_module, in_place=True)

@@ -1,8 +1,10 @@
-"""BatchNorm, Scale, Bias, LRN and MVN: shape rules, modules and weights; the forks' BN.
+"""BatchNorm, Scale, Bias, LRN and MVN: shape rules, modules and weights; the forks' BN and
+SSD's Normalize.
 
 Caffe: ``src/caffe/layers/batch_norm_layer.cpp`` (blobs ``[mean * s, var * s, [s]]``),
 ``scale_layer.cpp``, ``bias_layer.cpp`` (``axis``/``num_axes``, or the operand as a second
-bottom), ``lrn_layer.cpp``, ``mvn_layer.cpp``. BN: see ``bn_variant``.
+bottom), ``lrn_layer.cpp``, ``mvn_layer.cpp``. BN: see ``bn_variant``. Normalize: SSD's
+``normalize_layer.cpp`` (weiliu89/caffe; rule in ``tests/fixtures/fork_layers/case.json``).
 """
 
 from __future__ import annotations
@@ -129,6 +131,28 @@ def _lrn_module(layer, bottoms: list[Shape], where: str):
 
 
 register_layer("LRN", shape=same_shape, module=_lrn_module)
+
+# ----------------------------------------------------------------------------- Normalize
+
+
+def _normalize_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 1, where)
+    if len(bottoms[0]) < 2:
+        raise ConverterError(f"{where}: Normalize needs an input with a channel axis")
+    # a shared scale is stored as a 0-d blob (no shape), as PReLU's shared slope is
+    shared = layer.param.norm_param.channel_shared
+    return LayerShapes([bottoms[0]], [() if shared else (bottoms[0][1],)])
+
+
+def _normalize_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.norm import Normalize
+
+    np_ = layer.param.norm_param
+    shape = () if np_.channel_shared else (bottoms[0][1],)
+    return Normalize(shape, np_.across_spatial, np_.eps)
+
+
+register_layer("Normalize", shape=_normalize_shapes, module=_normalize_module)
 
 # ----------------------------------------------------------------------------- shape only
 

@@ -60,19 +60,38 @@ def pool_geometry(pp: caffe_pb2.PoolingParameter, height: int, width: int, where
     return PoolGeometry(kernel, stride, pad, (output[0], output[1]))
 
 
+def pooling_mask(layer, where: str) -> bool:
+    """Whether a Pooling layer has a second top, the mask of its MAX positions.
+
+    Caffe allows it for MAX pooling only (``MaxTopBlobs``): the mask holds, per output,
+    the flat index ``h * W + w`` in the input plane of the window's first maximum, or -1
+    where no input value exceeded -FLT_MAX (``pooling_layer.cpp``). Unpooling layers
+    (MaxUnPool, SegNet's Upsample) read it.
+    """
+    if len(layer.tops) == 1:
+        return False
+    if len(layer.tops) != 2 or layer.param.pooling_param.pool != caffe_pb2.PoolingParameter.MAX:
+        raise ConverterError(
+            f"{where}: pooling has {len(layer.tops)} tops; Caffe allows a second top (the "
+            "mask) for MAX pooling only"
+        )
+    return True
+
+
 def _pooling_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
     need_bottoms(bottoms, 1, where)
     if len(bottoms[0]) != 4:
         raise ConverterError(f"{where}: pooling needs a 4-D input, found {bottoms[0]}")
     n, c, h, w = bottoms[0]
     geometry = pool_geometry(layer.param.pooling_param, h, w, where)
-    return LayerShapes([(n, c) + geometry.output], [])
+    top = (n, c) + geometry.output
+    return LayerShapes([top] * (2 if pooling_mask(layer, where) else 1), [])
 
 
 def _pooling_module(layer, bottoms: list[Shape], where: str):
     from converter.modules.pool import Pooling
 
-    return Pooling(layer.param.pooling_param, where)
+    return Pooling(layer.param.pooling_param, where, mask=pooling_mask(layer, where))
 
 
 register_layer("Pooling", shape=_pooling_shapes, module=_pooling_module)

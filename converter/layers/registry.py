@@ -50,10 +50,13 @@ class LayerShapes:
     """Shapes Caffe gives one layer for a given input: its tops and its parameter blobs.
 
     ``param_shapes`` is None for a layer type whose parameters this tool cannot predict.
+    ``at_most`` says the top shapes are the largest the forward pass can give, for a layer
+    whose output size depends on the data (DetectionOutput's rows); a top may be smaller.
     """
 
     top_shapes: list[Shape]
     param_shapes: list[Shape] | None
+    at_most: bool = False
 
 
 ShapeRule = Callable[["Layer", list[Shape], str], LayerShapes]

@@ -1,15 +1,32 @@
-"""Resizing layers: the DeepLab / PSPNet forks' Interp.
+"""Layers that change the spatial grid, all from Caffe forks: Interp (DeepLab / PSPNet),
+Upsample, BilinearInterpolate, Resize, PixelShuffle, Pad and the unpooling layers (MaxUnPool,
+SegNet's Upsample).
 
 Interp (DeepLab v2 and yjxiong/caffe ``src/caffe/layers/interp_layer.cpp``; the first
 PSPNet version, hszhao/PSPNet ``src/caffe/interp_layer.cpp``; both resample with
 ``caffe_cpu_interp2`` of ``src/caffe/util/interp.cpp``) crops the input by ``pad_beg`` /
 ``pad_end`` (non-positive: cropping only) and resamples it bilinearly with aligned corners.
+
+The others: inisis/caffe's ``upsample_layer.cpp``, ``bilinear_interpolate_layer.cpp``,
+``resize_layer.cpp`` (+ ``util_img.cpp``), ``pixelshuffle_layer.cpp``, ``pad_layer.cpp``,
+``maxunpool_layer.cpp`` (the rules, checked against that fork's outputs, are in
+``tests/fixtures/fork_layers/case.json``); SegNet's ``upsample_layer.cpp``
+(alexgkendall/caffe-segnet, also TimoSaemann/ENet's Caffe).
+
+``Upsample`` names two different layers. inisis/caffe's repeats each value ``scale`` times
+along H and W (one bottom). SegNet's and ENet's unpool: bottoms (x, mask), where the mask is
+a MAX Pooling layer's second top, and every x value goes to the position its mask names in
+a zero plane. One record serves both; ``upsample_form`` tells them apart by the bottoms and
+fields the prototxt gives, and refuses a layer that mixes the two.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from converter import caffe_pb2
 from converter.errors import ConverterError
 from converter.layers.registry import LayerShapes, Shape, need_bottoms, register_layer
 
@@ -131,3 +148,326 @@ def _interp_module(layer, bottoms: list[Shape], where: str):
 
 
 register_layer("Interp", shape=_interp_shapes, module=_interp_module)
+
+# ----------------------------------------------------------------------------- Upsample
+
+NEAREST, UNPOOL = "nearest", "unpool"
+_SEGNET_FIELDS = ("scale_h", "scale_w", "pad_out_h", "pad_out_w", "upsample_h", "upsample_w")
+
+
+def upsample_form(layer, where: str) -> str:
+    """``NEAREST`` (inisis/caffe: one bottom) or ``UNPOOL`` (SegNet/ENet: bottoms x, mask).
+
+    Raises ConverterError for a layer whose bottoms and fields belong to different forks.
+    """
+    up = layer.param.upsample_param
+    segnet = [name for name in _SEGNET_FIELDS if up.HasField(name)]
+    if len(layer.bottoms) == 2:
+        if up.HasField("dims_num"):
+            raise ConverterError(
+                f"{where}: two bottoms make this SegNet's unpooling Upsample, which has no "
+                "dims_num (an inisis/caffe field of the one-bottom nearest Upsample)"
+            )
+        return UNPOOL
+    if len(layer.bottoms) == 1:
+        if segnet:
+            raise ConverterError(
+                f"{where}: {', '.join(segnet)} belong to SegNet's unpooling Upsample, which "
+                "takes two bottoms (x and a MAX pooling mask); this layer has one"
+            )
+        return NEAREST
+    raise ConverterError(
+        f"{where}: Upsample takes one bottom (nearest upsampling, inisis/caffe) or two "
+        f"(x and a pooling mask, SegNet/ENet), found {len(layer.bottoms)}"
+    )
+
+
+def unpool_size(up: caffe_pb2.UpsampleParameter, height: int, width: int, where: str):
+    """Output (height, width) of SegNet's Upsample for an input of height x width.
+
+    ``upsample_h``/``upsample_w`` when both are given; else the input times ``scale``
+    (SegNet's default 2) or ``scale_h``/``scale_w``, minus ``pad_out_h``/``pad_out_w``
+    (``UpsampleLayer::LayerSetUp`` and ``Reshape`` of caffe-segnet).
+    """
+    if up.HasField("upsample_h") and up.HasField("upsample_w"):
+        if up.upsample_h <= 1 or up.upsample_w <= 1:
+            raise ConverterError(f"{where}: upsample_h and upsample_w must be greater than 1")
+        return up.upsample_h, up.upsample_w
+    if up.HasField("scale_h") or up.HasField("scale_w"):
+        if up.HasField("scale") or not (up.HasField("scale_h") and up.HasField("scale_w")):
+            raise ConverterError(
+                f"{where}: give upsample_h and upsample_w, or scale, or both scale_h and scale_w"
+            )
+        scale_h, scale_w = up.scale_h, up.scale_w
+    else:
+        scale_h = scale_w = up.scale if up.HasField("scale") else 2  # SegNet's default
+    if scale_h <= 1 or scale_w <= 1:
+        raise ConverterError(f"{where}: the unpooling scale must be greater than 1")
+    if (up.pad_out_h and scale_h != 2) or (up.pad_out_w and scale_w != 2):
+        raise ConverterError(f"{where}: pad_out_h/pad_out_w need a scale of 2")
+    return height * scale_h - int(up.pad_out_h), width * scale_w - int(up.pad_out_w)
+
+
+def _upsample_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    up = layer.param.upsample_param
+    if upsample_form(layer, where) == UNPOOL:
+        x = _unpool_bottoms(bottoms, where)
+        return LayerShapes([x[:2] + unpool_size(up, x[2], x[3], where)], [])
+    dims = up.dims_num
+    if dims not in (3, 4):
+        raise ConverterError(f"{where}: dims_num must be 3 or 4, found {dims}")
+    if len(bottoms[0]) != dims or up.scale < 1:
+        raise ConverterError(
+            f"{where}: needs a {dims}-D input and scale >= 1, found {bottoms[0]}, scale {up.scale}"
+        )
+    scaled = dims - 2  # the last two axes (dims_num 4), or the last one (3)
+    shape = bottoms[0][: len(bottoms[0]) - scaled] + tuple(
+        d * up.scale for d in bottoms[0][len(bottoms[0]) - scaled :]
+    )
+    return LayerShapes([shape], [])
+
+
+def _upsample_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.resize import NearestUpsample, Unpool
+
+    up = layer.param.upsample_param
+    if upsample_form(layer, where) == UNPOOL:
+        return Unpool(*unpool_size(up, bottoms[0][2], bottoms[0][3], where), where)
+    return NearestUpsample(up.scale, up.dims_num - 2)
+
+
+register_layer("Upsample", shape=_upsample_shapes, module=_upsample_module)
+
+# ----------------------------------------------------------------------------- MaxUnPool
+
+
+def _unpool_bottoms(bottoms: list[Shape], where: str) -> Shape:
+    """The x of (x, mask) bottoms, after the checks Caffe makes on them."""
+    need_bottoms(bottoms, 2, where)
+    if len(bottoms[0]) != 4 or bottoms[1] != bottoms[0]:
+        raise ConverterError(
+            f"{where}: needs a 4-D input and a mask of its shape, found {bottoms[0]} and "
+            f"{bottoms[1]}"
+        )
+    return bottoms[0]
+
+
+def max_unpool_size(layer, where: str) -> tuple[int, int]:
+    """MaxUnPool's output height and width: ``dst_h`` and ``dst_w``, both required."""
+    mp = layer.param.max_unpool_param
+    if not (mp.HasField("dst_h") and mp.HasField("dst_w")):
+        raise ConverterError(f"{where}: MaxUnPool needs dst_h and dst_w")
+    return mp.dst_h, mp.dst_w
+
+
+def _max_unpool_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    x = _unpool_bottoms(bottoms, where)
+    return LayerShapes([x[:2] + max_unpool_size(layer, where)], [])
+
+
+def _max_unpool_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.resize import Unpool
+
+    return Unpool(*max_unpool_size(layer, where), where)
+
+
+register_layer("MaxUnPool", shape=_max_unpool_shapes, module=_max_unpool_module)
+
+# ----------------------------------------------------------------------------- bilinear
+
+
+def _four_d(bottoms: list[Shape], where: str) -> Shape:
+    need_bottoms(bottoms, 1, where)
+    if len(bottoms[0]) != 4:
+        raise ConverterError(f"{where}: needs a 4-D (N, C, H, W) input, found {bottoms[0]}")
+    return bottoms[0]
+
+
+def bilinear_size(layer, height: int, width: int, where: str) -> tuple[int, int]:
+    """BilinearInterpolate's output size: ``dst_h``/``dst_w`` (a missing one keeps the input's),
+    or ``int(size * scale_factor)``; Caffe leaves the size undefined for both or neither."""
+    bp = layer.param.bilinear_interpolate_param
+    sized = bp.HasField("dst_h") or bp.HasField("dst_w")
+    if sized == bp.HasField("scale_factor"):
+        raise ConverterError(
+            f"{where}: give dst_h/dst_w or scale_factor (exactly one of the two forms)"
+        )
+    if sized:
+        out = (
+            bp.dst_h if bp.HasField("dst_h") else height,
+            bp.dst_w if bp.HasField("dst_w") else width,
+        )
+    else:
+        factor = np.float32(bp.scale_factor)  # int(height * scale_factor) in float
+        out = (int(np.float32(height) * factor), int(np.float32(width) * factor))
+    if min(height, width) < 2 or min(out) < 1 or (bp.align_corners and min(out) < 2):
+        raise ConverterError(
+            f"{where}: needs an input of at least 2x2 and an output of at least "
+            f"{'2x2' if bp.align_corners else '1x1'} (align_corners {bp.align_corners}); "
+            f"input {height}x{width}, output {out[0]}x{out[1]}"
+        )
+    return out
+
+
+def bilinear_source(size: int, out: int, align_corners: bool) -> np.ndarray:
+    """BilinearInterpolate's source coordinate of each output row (or column), float32 as
+    the fork computes it: ``(size - 1) / (out - 1) * i`` with aligned corners, else
+    ``size / out * (i + 0.5) - 0.5``; clamped to [0, size - 1]."""
+    i = np.arange(out, dtype=np.float32)
+    if align_corners:
+        source = np.float32(size - 1) / np.float32(out - 1) * i
+    else:  # the float ratio times a double, rounded to float once
+        ratio = np.float64(np.float32(size) / np.float32(out))
+        source = (ratio * (i.astype(np.float64) + 0.5) - 0.5).astype(np.float32)
+    return np.clip(source, np.float32(0), np.float32(size - 1))
+
+
+def _bilinear_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    n, c, h, w = _four_d(bottoms, where)
+    return LayerShapes([(n, c) + bilinear_size(layer, h, w, where)], [])
+
+
+def _bilinear_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.resize import Bilinear
+
+    size = bilinear_size(layer, bottoms[0][2], bottoms[0][3], where)
+    return Bilinear(size, layer.param.bilinear_interpolate_param.align_corners, where)
+
+
+register_layer("BilinearInterpolate", shape=_bilinear_shapes, module=_bilinear_module)
+
+
+def resize_size(layer, height: int, width: int, where: str) -> tuple[int, int]:
+    """Resize's output size: ``height``/``width``, or with ``is_pyramid_test``
+    ``int(out_height_scale * H)``, ``int(out_width_scale * W)`` computed in float."""
+    rp = layer.param.resize_param
+    if rp.is_pyramid_test:
+        if not (rp.HasField("out_height_scale") and rp.HasField("out_width_scale")):
+            raise ConverterError(
+                f"{where}: is_pyramid_test needs out_height_scale and out_width_scale"
+            )
+        out = (
+            int(np.float32(rp.out_height_scale) * np.float32(height)),
+            int(np.float32(rp.out_width_scale) * np.float32(width)),
+        )
+    elif rp.HasField("height") and rp.HasField("width"):
+        out = (rp.height, rp.width)
+    else:
+        raise ConverterError(f"{where}: Resize needs height and width")
+    if min(out) < 1:
+        raise ConverterError(f"{where}: computed an empty output size {out}")
+    return out
+
+
+def resize_source(size: int, out: int) -> np.ndarray:
+    """Resize's source coordinate of each output row (or column): ``i * (size / out)`` in
+    float32 (``util_img.cpp``: no half-pixel offset)."""
+    return np.arange(out, dtype=np.float32) * (np.float32(size) / np.float32(out))
+
+
+def _resize_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    n, c, h, w = _four_d(bottoms, where)
+    return LayerShapes([(n, c) + resize_size(layer, h, w, where)], [])
+
+
+def _resize_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.resize import AsymmetricBilinear
+
+    return AsymmetricBilinear(resize_size(layer, bottoms[0][2], bottoms[0][3], where))
+
+
+register_layer("Resize", shape=_resize_shapes, module=_resize_module)
+
+# ----------------------------------------------------------------------------- PixelShuffle
+
+
+def pixel_shuffle_factor(layer, channels: int, where: str) -> int:
+    """The upscale factor r; the input channels must be a multiple of r * r."""
+    r = layer.param.pixelshuffle_param.upscale_factor
+    if r < 1 or channels % (r * r):
+        raise ConverterError(
+            f"{where}: upscale_factor {r} needs channels divisible by {r * r}, found {channels}"
+        )
+    return r
+
+
+def _pixel_shuffle_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    n, c, h, w = _four_d(bottoms, where)
+    r = pixel_shuffle_factor(layer, c, where)
+    return LayerShapes([(n, c // (r * r), h * r, w * r)], [])
+
+
+def _pixel_shuffle_module(layer, bottoms: list[Shape], where: str):
+    from torch import nn
+
+    return nn.PixelShuffle(pixel_shuffle_factor(layer, bottoms[0][1], where))
+
+
+register_layer("PixelShuffle", shape=_pixel_shuffle_shapes, module=_pixel_shuffle_module)
+
+# ----------------------------------------------------------------------------- Pad
+
+
+@dataclass(frozen=True)
+class Padding:
+    """A Pad layer's amounts (up, down, left, right), its mode and constant value."""
+
+    up: int
+    down: int
+    left: int
+    right: int
+    mode: str  # "constant", "replicate" or "reflect"
+    value: float
+
+    @property
+    def crop(self) -> bool:
+        """All four negative: the fork crops instead of padding."""
+        return max(self.up, self.down, self.left, self.right) < 0
+
+
+_PAD_MODES = {
+    caffe_pb2.PadParameter.CONSTANT: "constant",
+    caffe_pb2.PadParameter.REPLICATE: "replicate",
+    caffe_pb2.PadParameter.REFLECT: "reflect",
+}
+
+
+def padding(layer, height: int, width: int, where: str) -> Padding:
+    """The Pad layer's amounts, refusing what ``pad_layer.cpp`` computes out of bounds:
+    negative pads unless all four are (a crop), a crop past the image, a reflection as wide
+    as the image."""
+    pp = layer.param.pad_param
+    pad = Padding(pp.pad_u, pp.pad_d, pp.pad_l, pp.pad_r, _PAD_MODES[pp.pad_type], pp.pad_value)
+    amounts = (pad.up, pad.down, pad.left, pad.right)
+    if pad.crop:
+        if height + pad.up + pad.down < 0 or width + pad.left + pad.right < 0:
+            raise ConverterError(
+                f"{where}: pads {amounts} crop more than the {height}x{width} input"
+            )
+    elif min(amounts) < 0:
+        raise ConverterError(
+            f"{where}: pads {amounts} (up, down, left, right) mix signs; the fork pads when all "
+            "are >= 0 and crops when all are < 0"
+        )
+    elif pad.mode == "reflect" and (
+        max(pad.up, pad.down) >= height or max(pad.left, pad.right) >= width
+    ):
+        raise ConverterError(
+            f"{where}: REFLECT pads {amounts} must be smaller than the {height}x{width} input"
+        )
+    return pad
+
+
+def _pad_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    n, c, h, w = _four_d(bottoms, where)
+    pad = padding(layer, h, w, where)
+    return LayerShapes([(n, c, h + pad.up + pad.down, w + pad.left + pad.right)], [])
+
+
+def _pad_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.resize import Pad
+
+    return Pad(padding(layer, bottoms[0][2], bottoms[0][3], where))
+
+
+register_layer("Pad", shape=_pad_shapes, module=_pad_module)

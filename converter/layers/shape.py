@@ -1,5 +1,5 @@
 """Layers that route or reshape blobs: Input, Concat, Slice, Split, Flatten, Reshape, and
-the ShuffleNet forks' ShuffleChannel.
+the forks' ShuffleChannel (ShuffleNet), Permute (SSD) and Unsqueeze (inisis/caffe).
 
 Caffe: ``src/caffe/layers/<type>_layer.cpp``; ShuffleChannel: farmingyard/ShuffleNet
 ``shuffle_channel_layer.cpp``. Split, Flatten and Reshape make their tops
@@ -257,3 +257,61 @@ def _shuffle_channel_module(layer, bottoms: list[Shape], where: str):
 # Not in place: the fork copies channel blocks from bottom to top, which overwrites
 # blocks it has yet to read when top == bottom.
 register_layer("ShuffleChannel", shape=_shuffle_channel_shapes, module=_shuffle_channel_module)
+
+
+# ----------------------------------------------------------------------------- Permute
+
+
+def permute_order(layer, ndim: int, where: str) -> tuple[int, ...]:
+    """The full axis order of a Permute layer (SSD's ``permute_layer.cpp``): ``order``, then
+    the axes it leaves out in increasing order ([0, 3] on 4-D is [0, 3, 1, 2])."""
+    order = list(layer.param.permute_param.order)
+    if any(axis >= ndim for axis in order) or len(set(order)) != len(order):
+        raise ConverterError(
+            f"{where}: order {order} must name distinct axes of the {ndim}-D input"
+        )
+    return tuple(order + [axis for axis in range(ndim) if axis not in order])
+
+
+def _permute_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 1, where)
+    order = permute_order(layer, len(bottoms[0]), where)
+    return LayerShapes([tuple(bottoms[0][axis] for axis in order)], [])
+
+
+def _permute_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.shape import Permute
+
+    return Permute(permute_order(layer, len(bottoms[0]), where))
+
+
+register_layer("Permute", shape=_permute_shapes, module=_permute_module)
+
+# ----------------------------------------------------------------------------- Unsqueeze
+
+
+def unsqueeze_axis(layer, ndim: int, where: str) -> int:
+    """Where inisis/caffe's Unsqueeze inserts its axis of size 1 (``dim``, a negative one
+    counted as ``dim + ndim + 1``, as torch.unsqueeze does)."""
+    up = layer.param.unsqueeze_param
+    if not up.HasField("dim"):
+        raise ConverterError(f"{where}: Unsqueeze needs dim")
+    axis = up.dim + ndim + 1 if up.dim < 0 else up.dim
+    if not 0 <= axis <= ndim:
+        raise ConverterError(f"{where}: dim {up.dim} is out of range for a {ndim}-D input")
+    return axis
+
+
+def _unsqueeze_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 1, where)
+    axis = unsqueeze_axis(layer, len(bottoms[0]), where)
+    return LayerShapes([bottoms[0][:axis] + (1,) + bottoms[0][axis:]], [])
+
+
+def _unsqueeze_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.shape import Unsqueeze
+
+    return Unsqueeze(unsqueeze_axis(layer, len(bottoms[0]), where))
+
+
+register_layer("Unsqueeze", shape=_unsqueeze_shapes, module=_unsqueeze_module)

@@ -50,3 +50,34 @@ class Power(nn.Module):
 class AbsVal(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.abs(x)
+
+
+class ReLU6(nn.Module):
+    """inisis/caffe's ReLU6: ``min(max(x, 0) + negative_slope * min(x, 0), threshold)``."""
+
+    def __init__(self, negative_slope: float, threshold: float):
+        super().__init__()
+        self.negative_slope, self.threshold = negative_slope, threshold
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}, threshold={self.threshold}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(x)
+        if self.negative_slope != 0:
+            y = y + self.negative_slope * torch.clamp(x, max=0)
+        return torch.clamp(y, max=self.threshold)
+
+
+class HardSigmoid(nn.Module):
+    """``max(0, min(1, alpha * x + beta))`` (torch's Hardsigmoid fixes alpha 1/6, beta 1/2)."""
+
+    def __init__(self, alpha: float, beta: float):
+        super().__init__()
+        self.alpha, self.beta = alpha, beta
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, beta={self.beta}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x * self.alpha + self.beta, 0.0, 1.0)

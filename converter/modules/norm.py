@@ -1,5 +1,5 @@
 """Modules of the normalisation family: BatchNorm without affine part, Scale, Bias, LRN, and
-the forks' BN."""
+the forks' BN and Normalize."""
 
 from __future__ import annotations
 
@@ -142,3 +142,26 @@ class BN(nn.Module):
             mean = x.mean(dim=dims, keepdim=True)
             var = (x - mean).square().mean(dim=dims, keepdim=True)
         return (x - mean) / torch.sqrt(var + self.eps.to(x.dtype)) * weight + bias
+
+
+class Normalize(nn.Module):
+    """SSD's Normalize: ``x / sqrt(sum of x^2 + eps) * scale``.
+
+    The sum runs over every axis but the batch (``across_spatial``) or over the channels
+    at each position; eps sits inside the square root. ``weight`` is one scale per channel
+    ``(C,)`` or a shared ``()``.
+    """
+
+    def __init__(self, shape: Sequence[int], across_spatial: bool, eps: float):
+        super().__init__()
+        self.across_spatial, self.eps = across_spatial, eps
+        self.weight = nn.Parameter(torch.ones(tuple(shape)))
+
+    def extra_repr(self) -> str:
+        return f"across_spatial={self.across_spatial}, eps={self.eps}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(1, x.dim())) if self.across_spatial else (1,)
+        norm = torch.sqrt(x.square().sum(dim=dims, keepdim=True) + self.eps)
+        scale = self.weight if self.weight.dim() == 0 else along(self.weight, 1, x.dim())
+        return x / norm * scale

@@ -26,22 +26,27 @@ class Pooling(nn.Module):
     this reproduces Caffe's extra ceil-mode row of empty windows when pad is 0 and the stride
     exceeds the kernel, where Caffe gives -FLT_MAX (MAX) and 0 / divisor, i.e. NaN or -0
     (AVE).
+
+    With ``mask`` (MAX only) it returns ``(pooled, mask)``: the mask holds, per output,
+    the flat index ``h * W + w`` in the input plane of the window's first maximum, -1
+    where no value exceeded -FLT_MAX, in the input's dtype (Caffe's mask top is a float blob).
     """
 
-    def __init__(self, param: caffe_pb2.PoolingParameter, where: str):
+    def __init__(self, param: caffe_pb2.PoolingParameter, where: str, mask: bool = False):
         super().__init__()
         if param.pool not in (param.MAX, param.AVE):
             name = caffe_pb2.PoolingParameter.PoolMethod.Name(param.pool)
             raise ConverterError(f"{where}: pooling method {name} is not supported (MAX, AVE)")
         self.param_bytes = param.SerializeToString()  # protobuf messages do not pickle
         self.is_max = param.pool == param.MAX
+        self.mask = mask and self.is_max
         self.where = where
 
     def extra_repr(self) -> str:
         param = caffe_pb2.PoolingParameter.FromString(self.param_bytes)
         return text_format.MessageToString(param, as_one_line=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         height, width = x.shape[-2], x.shape[-1]
         param = caffe_pb2.PoolingParameter.FromString(self.param_bytes)
         geo = pool_geometry(param, height, width, self.where)
@@ -53,6 +58,11 @@ class Pooling(nn.Module):
         ]
         fits = all(2 * p <= k for k, p in zip(geo.kernel, geo.pad))
         if fits and tuple(torch_out) == geo.output:
+            if self.mask:
+                pooled, index = F.max_pool2d(
+                    x, geo.kernel, geo.stride, geo.pad, ceil_mode=ceil, return_indices=True
+                )
+                return pooled, _caffe_mask(pooled, index)
             if self.is_max:
                 return F.max_pool2d(x, geo.kernel, geo.stride, geo.pad, ceil_mode=ceil)
             return F.avg_pool2d(
@@ -60,7 +70,7 @@ class Pooling(nn.Module):
             )
         return self._explicit(x, geo)
 
-    def _explicit(self, x: torch.Tensor, geo) -> torch.Tensor:
+    def _explicit(self, x: torch.Tensor, geo):
         sizes = (x.shape[-2], x.shape[-1])
         # Extent of Caffe's windows from -pad: (out - 1) * stride + kernel per axis.
         right = [
@@ -69,6 +79,13 @@ class Pooling(nn.Module):
         ]
         x = x[..., : sizes[0] + min(right[0], 0), : sizes[1] + min(right[1], 0)]
         padding = (geo.pad[1], max(right[1], 0), geo.pad[0], max(right[0], 0))
+        if self.mask:
+            padded = F.pad(x, padding, value=-_FLT_MAX)
+            pooled, index = F.max_pool2d(padded, geo.kernel, geo.stride, return_indices=True)
+            # indices into the padded plane -> the input plane's h * W + w
+            rows = torch.div(index, padded.shape[-1], rounding_mode="floor") - geo.pad[0]
+            cols = index % padded.shape[-1] - geo.pad[1]
+            return pooled, _caffe_mask(pooled, rows * sizes[1] + cols)
         if self.is_max:
             # Pads never win against real values; a window of pads alone gives -FLT_MAX.
             padded = F.pad(x, padding, value=-_FLT_MAX)
@@ -80,6 +97,12 @@ class Pooling(nn.Module):
             for n, k, s, p, o in zip(sizes, geo.kernel, geo.stride, geo.pad, geo.output)
         ]
         return total / (divisor[0][:, None] * divisor[1][None, :]).to(x.dtype)
+
+
+def _caffe_mask(pooled: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Caffe's mask top: the index as a float, -1 where nothing beat -FLT_MAX (Caffe compares
+    strictly, so a window of pads, -inf or -FLT_MAX keeps its initial -1)."""
+    return torch.where(pooled > -_FLT_MAX, index, -1).to(pooled.dtype)
 
 
 def _torch_pool_size(size: int, kernel: int, stride: int, pad: int, ceil: bool) -> int:

@@ -88,3 +88,29 @@ class ShuffleChannel(nn.Module):
         n, c = x.shape[:2]
         grid = x.reshape((n, self.group, c // self.group) + tuple(x.shape[2:]))
         return grid.transpose(1, 2).reshape(x.shape)
+
+
+class Permute(nn.Module):
+    """SSD's Permute: the axes in ``order`` (complete: every axis once)."""
+
+    def __init__(self, order: tuple[int, ...]):
+        super().__init__()
+        self.order = tuple(order)
+
+    def extra_repr(self) -> str:
+        return f"order={self.order}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(self.order)
+
+
+class Unsqueeze(nn.Module):
+    def __init__(self, axis: int):
+        super().__init__()
+        self.axis = axis
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(self.axis)
