@@ -134,14 +134,14 @@ def test_opencv_refuses_fork_layers_it_cannot_reproduce_and_matches_the_rest(tmp
         opencv_blobs(case.prototxt, case.caffemodel, case_input(case))
     message = str(info.value)
     for layer, deviation in [
-        ("relu6_p", "ignores relu6_param"),
+        ("relu6_p", "relu6_param, which OpenCV ignores"),
         ("upsample", "Upsample: no such layer"),
         ("unpool", "MaxUnPool: no such layer"),
         ("resize", "interpolation"),
         ("permute_part", "partial order"),
-        ("pool", "with a mask top: OpenCV gives no mask"),
-        ("s1_priorbox", "truncates them to int"),
-        ("s2_priorbox", "img_size/img_h/img_w: OpenCV ignores them"),
+        ("pool", "the MAX mask"),
+        ("s1_priorbox", "truncates it to int"),
+        ("s2_priorbox", "img_size/img_h/img_w, which OpenCV ignores"),
         ("detection_out", "orders rows by score"),
     ]:
         assert f"'{layer}' (" in message and deviation in message, (layer, message)

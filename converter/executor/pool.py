@@ -27,18 +27,14 @@ def max_positions(x: np.ndarray, pp, where: str) -> np.ndarray:
     in the window clipped to the image) strictly above every earlier one and -FLT_MAX; -1
     where there is none (``pooling_layer.cpp``, ``top_mask``)."""
     n, c, height, width = x.shape
-    geometry = pool_geometry(pp, height, width, where)
-    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = (
-        geometry.kernel,
-        geometry.stride,
-        geometry.pad,
-        geometry.output,
-    )
-    mask = np.full((n, c, oh, ow), -1.0, dtype=x.dtype)
-    for i in range(oh):
-        h0, h1 = max(i * sh - ph, 0), min(i * sh - ph + kh, height)
-        for j in range(ow):
-            w0, w1 = max(j * sw - pw, 0), min(j * sw - pw + kw, width)
+    g = pool_geometry(pp, height, width, where)
+    mask = np.full((n, c, *g.output), -1.0, dtype=x.dtype)
+    for i in range(g.output[0]):
+        start = i * g.stride[0] - g.pad[0]
+        h0, h1 = max(start, 0), min(start + g.kernel[0], height)
+        for j in range(g.output[1]):
+            start = j * g.stride[1] - g.pad[1]
+            w0, w1 = max(start, 0), min(start + g.kernel[1], width)
             if h0 >= h1 or w0 >= w1:
                 continue  # an empty window: the mask keeps -1
             window = x[:, :, h0:h1, w0:w1].reshape(n, c, -1)
