@@ -22,6 +22,11 @@ State dict keys (``<m>`` is the module name; shapes are Caffe's blob shapes):
   multiplied by Caffe's factor (``0`` if the stored scale factor is 0, else ``1 / factor``).
 - Scale: ``<m>.weight`` (gamma, absent in the two-input form), ``<m>.bias`` (beta).
 - Bias: ``<m>.bias``. PReLU: ``<m>.weight`` (``(C,)``, or ``()`` when channel-shared).
+- Embed: ``<m>.weight`` (``(input_dim, num_output)``), ``<m>.bias``. Parameter:
+  ``<m>.weight`` (the blob its top is).
+
+Each layer type is one registration in ``converter/layers/`` (its shape rule, module builder
+and weight mapping); this module only drives them.
 """
 
 from __future__ import annotations
@@ -78,7 +83,9 @@ class CaffeGraph(nn.Module):
             for name, shape in net.input_shapes().items()
         }
         outputs = net.outputs()
-        self.output_name: str = outputs[-1] if outputs else net.layers[-1].tops[-1]
+        # Every blob consumed (a Silence at the end): the last blob written stands in.
+        last = [top for layer in net.layers for top in layer.tops][-1:]
+        self.output_name: str = (outputs or last)[-1]
         self.module_names: dict[str, str] = {}
         self._prototxt = _definition_text(net)
         # Set before the layers are added so that no module name can take these attributes.

@@ -268,10 +268,32 @@ def _prior_fractional_sizes(layer, bottoms, written) -> bool:
     return any(size != int(size) for size in (*pp.min_size, *pp.max_size))
 
 
+def _mvn_eps(layer, bottoms, written) -> bool:
+    mp = layer.param.mvn_param
+    return mp.normalize_variance and mp.eps != caffe_pb2.MVNParameter().eps
+
+
+def _inserted_axis(layer, bottoms, written) -> bool:
+    return layer.param.reshape_param.num_axes == 0
+
+
+def _swish_beta(layer, bottoms, written) -> bool:
+    return layer.param.swish_param.beta != 1
+
+
+# Caffe types OpenCV 4.x's importer cannot create ("Can't create layer"): measured with 4.11
+# (the bvlc_layers fixture's opencv_check) and 4.14.
+_NOT_IN_OPENCV = (
+    "ArgMax", "BatchReindex", "Bias", "Clip", "Embed", "Parameter", "Python", "Reduction", "SPP",
+    "Threshold",
+)  # fmt: skip
+
 # Measured with OpenCV 4.5-4.14 (DNN_BACKEND_OPENCV, CPU, fusion off) against real Caffe's
-# blobs or the NumPy executor; the Log entry is the bvlc_layers fixture's opencv_check.
+# blobs or the NumPy executor; the Log, MVN, Reshape and Tile entries are the bvlc_layers
+# fixture's opencv_check.
 OPENCV_DEVIATIONS: tuple[Deviation, ...] = (
-    Deviation("Bias", "no such layer in OpenCV", _always),
+    *(Deviation(t, "no such layer in OpenCV", _always) for t in _NOT_IN_OPENCV),
+    Deviation("Tile", "OpenCV's importer cannot read tile_param (repeats missing)", _always),
     Deviation(
         "Axpy",
         "OpenCV computes a * Y + X where Caffe's Axpy (bottoms a, X, Y) is a * X + Y",
@@ -367,6 +389,14 @@ OPENCV_DEVIATIONS: tuple[Deviation, ...] = (
         "a fractional min_size/max_size: Caffe truncates it to int, OpenCV does not",
         _prior_fractional_sizes,
     ),
+    Deviation(
+        "MVN",
+        "eps other than 1e-9, which OpenCV adds to the variance where Caffe adds it to the "
+        "standard deviation",
+        _mvn_eps,
+    ),
+    Deviation("Reshape", "num_axes: 0 (an inserted axis), on which OpenCV fails", _inserted_axis),
+    Deviation("Swish", "beta other than 1, which OpenCV ignores", _swish_beta),
 )
 
 

@@ -22,7 +22,7 @@ SHARED_FIXTURES = Path(
 )
 
 RESNET_CASES = ["resnet18_w8", "resnet50_w8_calibrated", "resnet152_w8_calibrated"]
-EDGE_CASES = ["pool_ceil", "bn_variants", "conv_variants", "fork_layers"]
+EDGE_CASES = ["pool_ceil", "bn_variants", "conv_variants", "fork_layers", "bvlc_layers"]
 
 
 @dataclass

@@ -425,19 +425,19 @@ def test_caffe_refusals_are_clear():
 def test_unsupported_types_are_listed_at_once():
     text = """
     layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
-    layer { name: "crop/1" type: "Crop" bottom: "data" bottom: "data" top: "c1" }
-    layer { name: "act" type: "ELU" bottom: "c1" top: "c1" }
-    layer { name: "crop/2" type: "Crop" bottom: "c1" bottom: "data" top: "c2" }
+    layer { name: "odd/1" type: "OddCrop" bottom: "data" bottom: "data" top: "c1" }
+    layer { name: "act" type: "MysteryAct" bottom: "c1" top: "c1" }
+    layer { name: "odd/2" type: "OddCrop" bottom: "c1" bottom: "data" top: "c2" }
     layer { name: "py" type: "Python" bottom: "c2" top: "p" python_param { module: "m" layer: "L" } }
     """  # noqa: E501
     with pytest.raises(ConverterError) as error:
         CaffeGraph.from_net(net_from_text(text, "odd.prototxt"))
     message = str(error.value)
     assert message.startswith("odd.prototxt: 4 layer(s)")
-    for word in ["Crop", "'crop/1'", "'crop/2'", "ELU", "'act'", "Python", "'py'"]:
+    for word in ["OddCrop", "'odd/1'", "'odd/2'", "MysteryAct", "'act'", "Python", "'py'"]:
         assert word in message
     assert "Convolution" in message  # says what is supported
-    assert "Crop" not in supported_layer_types() and "Pooling" in supported_layer_types()
+    assert "OddCrop" not in supported_layer_types() and "Crop" in supported_layer_types()
 
 
 def test_module_names_are_sanitised_unique_and_stable():

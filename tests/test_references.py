@@ -46,6 +46,14 @@ OPENCV_UNSUPPORTED = {
         "pad_const", "pad_repl", "pad_refl", "unsqueeze", "unpool", "permute_part",
         "pool_mask", "s1_priorbox", "s2_priorbox", "mbox_priorbox", "detection_out",
     ],
+    # No such layer in OpenCV (Threshold, ArgMax, Reduction, Tile, Embed, Parameter,
+    # BatchReindex, SPP), Log's base/scale/shift and MVN's eps computed otherwise, an
+    # inserted Reshape axis: as measured in the fixture's case.json (opencv_check).
+    "bvlc_layers": [
+        "log_10", "log_e", "threshold", "argmax_flat", "argmax_c", "argmax_c_val", "red_sum",
+        "red_asum", "red_sumsq", "red_mean", "tile_h", "tile_c", "mvn_ac", "ids", "embed",
+        "perm", "reindex", "spp_max", "spp_ave", "reshape_ins",
+    ],
 }  # fmt: skip
 
 
@@ -107,7 +115,15 @@ def without_layers(case, drop: list[str], folder: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["bn_variants", "conv_variants"])
+def blobs_of(case, layers: list[str]) -> set[str]:
+    """The blobs the named layers create (not those they rewrite in place)."""
+    net = read_net(case.prototxt)
+    return {
+        top for name in layers for top in net.layer(name).tops if top not in net.layer(name).bottoms
+    }
+
+
+@pytest.mark.parametrize("name", ["bn_variants", "conv_variants", "bvlc_layers"])
 def test_opencv_refuses_layers_it_cannot_reproduce_and_matches_the_rest(name, tmp_path):
     case = load_case(name)
     unsupported = OPENCV_UNSUPPORTED[name]
@@ -120,7 +136,7 @@ def test_opencv_refuses_layers_it_cannot_reproduce_and_matches_the_rest(name, tm
     # Without those layers, every other blob of the case matches Caffe.
     trimmed = without_layers(case, unsupported, tmp_path)
     got = opencv_blobs(trimmed, case.caffemodel, case_input(case))
-    skip = {"bias", "bn_batchstats", "ip_t"}
+    skip = blobs_of(case, unsupported)
     assert_matches_caffe(case, got, skip=skip)
     assert set(case.blobs) - skip <= set(got)
 
@@ -157,6 +173,53 @@ def test_opencv_refuses_fork_layers_it_cannot_reproduce_and_matches_the_rest(tmp
     worst = assert_matches_caffe(case, got, skip=OPENCV_UNSUPPORTED["fork_layers"])
     assert worst <= case.tolerance
     assert {"norm_ch", "norm_all", "permute", "hswish", "hsig", "mbox_conf_flatten"} <= set(got)
+
+
+def test_opencv_refusals_match_the_measured_opencv_check():
+    """Every type the fixture's OpenCV run got wrong or could not run is refused by name; every
+    type it got right is not refused (in the forms the fixture has)."""
+    case = load_case("bvlc_layers")
+    net = read_net(case.prototxt)
+    refused = {row.split("'")[1] for row in references.opencv_deviations(net, case.prototxt)}
+    measured = case.info["opencv_check"]["per_layer"]
+    wrong = {name for name, row in measured.items() if not row.get("inside_tolerance")}
+    assert refused == wrong - {"silence"}  # no top to compare: OpenCV runs it
+
+
+@pytest.mark.parametrize("layer", ["log_10", "log_e", "mvn_ac"])
+def test_opencv_log_and_mvn_limitations_are_real(layer, tmp_path, monkeypatch):
+    """Without the guard OpenCV's Log and MVN (eps 1e-3) are off: the refusal protects it."""
+    case = load_case("bvlc_layers")
+    drop = [n for n in OPENCV_UNSUPPORTED["bvlc_layers"] if n not in ("log_10", "log_e", "mvn_ac")]
+    trimmed = without_layers(case, drop, tmp_path)
+    monkeypatch.setattr(references, "OPENCV_DEVIATIONS", ())
+    got = opencv_blobs(trimmed, case.caffemodel, case_input(case), [layer, "mvn"])
+    assert rel_error(got["mvn"], case.blobs["mvn"]) < case.tolerance
+    assert not rel_error(got[layer], case.blobs[layer]) <= 10 * case.tolerance  # NaN: also off
+
+
+def test_opencv_swish_ignores_beta(tmp_path, monkeypatch):
+    """Swish (BVLC master, field 147): OpenCV runs it with beta = 1 whatever beta says, so a
+    beta other than 1 is refused, and beta 1 is compared."""
+    prototxt = tmp_path / "swish.prototxt"
+    prototxt.write_text(
+        'layer { name: "data" type: "Input" top: "data" '
+        "input_param { shape { dim: 2 dim: 3 dim: 4 dim: 5 } } }\n"
+        'layer { name: "swish" type: "Swish" bottom: "data" top: "swish" }\n'
+        'layer { name: "swish_b" type: "Swish" bottom: "data" top: "swish_b" '
+        "swish_param { beta: 1.7 } }\n"
+    )
+    caffemodel = tmp_path / "swish.caffemodel"
+    write_caffemodel(read_net(prototxt), caffemodel)
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 5)).astype(np.float32)
+    with pytest.raises(
+        ConverterError, match=r"'swish_b' \(Swish: beta other than 1, which OpenCV ignores"
+    ):
+        opencv_blobs(prototxt, caffemodel, {"data": x})
+    monkeypatch.setattr(references, "OPENCV_DEVIATIONS", ())
+    got = opencv_blobs(prototxt, caffemodel, {"data": x})
+    np.testing.assert_allclose(got["swish"], x / (1 + np.exp(-x)), rtol=1e-6, atol=1e-7)
+    assert np.abs(got["swish_b"] - x / (1 + np.exp(-1.7 * x))).max() > 0.1
 
 
 def test_opencv_transpose_limitation_is_real(tmp_path, monkeypatch):

@@ -52,7 +52,7 @@ BUNDLED["legacy_blobdims"] = (  # same net and outputs as resnet18_w8, legacy bl
     *BUNDLED["resnet18_w8"][2:],
 )
 OPENCV_CASES = [*RESNET_CASES, "pool_ceil"]
-NOT_OPENCV = ["bn_variants", "conv_variants", "fork_layers"]
+NOT_OPENCV = ["bn_variants", "conv_variants", "fork_layers", "bvlc_layers"]
 
 
 def run(capsys, *args) -> tuple[int, str, str]:

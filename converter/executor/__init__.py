@@ -16,6 +16,7 @@ from converter.executor import (  # noqa: F401
     eltwise,
     norm,
     pool,
+    reduce,
     resize,
     shape,
 )

@@ -72,3 +72,52 @@ def _hardswish(layer, bottoms, params, where):
 def _hardsigmoid(layer, bottoms, params, where):
     hp = layer.param.hardsigmoid_param
     return [np.maximum(0.0, np.minimum(1.0, hp.alpha * bottoms[0] + hp.beta))]
+
+
+@executes("ELU")
+def _elu(layer, bottoms, params, where):
+    x, alpha = bottoms[0], layer.param.elu_param.alpha
+    return [np.where(x > 0, x, alpha * (np.exp(np.minimum(x, 0)) - 1))]
+
+
+@executes("BNLL")
+def _bnll(layer, bottoms, params, where):
+    return [np.logaddexp(0.0, bottoms[0])]  # log(1 + exp(x))
+
+
+@executes("Threshold")
+def _threshold(layer, bottoms, params, where):
+    x = bottoms[0]
+    return [np.where(x > layer.param.threshold_param.threshold, 1.0, 0.0).astype(x.dtype)]
+
+
+def _base(base: float, where: str) -> float:
+    if base == -1:
+        return np.e
+    if not base > 0:
+        raise ConverterError(f"{where}: base must be strictly positive (or -1 for e), found {base}")
+    return base
+
+
+@executes("Exp")
+def _exp(layer, bottoms, params, where):
+    ep = layer.param.exp_param
+    return [np.power(_base(ep.base, where), ep.shift + ep.scale * bottoms[0])]
+
+
+@executes("Log")
+def _log(layer, bottoms, params, where):
+    lp = layer.param.log_param
+    return [np.log(lp.shift + lp.scale * bottoms[0]) / np.log(_base(lp.base, where))]
+
+
+@executes("Clip")
+def _clip(layer, bottoms, params, where):
+    cp = layer.param.clip_param
+    return [np.maximum(cp.min, np.minimum(cp.max, bottoms[0]))]
+
+
+@executes("Swish")
+def _swish(layer, bottoms, params, where):
+    x = bottoms[0]
+    return [x / (1.0 + np.exp(-layer.param.swish_param.beta * x))]

@@ -10,6 +10,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from converter.executor.common import broadcast
 from converter.executor.registry import executes
+from converter.executor.shape import indices
 from converter.layers.conv import conv_channels, conv_geometry
 from converter.layers.registry import canonical_axis
 
@@ -110,3 +111,12 @@ def _inner_product(layer, bottoms, params, where):
     if ip.bias_term:
         y = y + params[1]
     return [y.reshape(x.shape[:axis] + (y.shape[1],))]
+
+
+@executes("Embed")
+def _embed(layer, bottoms, params, where):
+    weight = params[0]
+    rows = weight[indices(bottoms[0], weight.shape[0], "index", where)]
+    if layer.param.embed_param.bias_term:
+        rows = rows + params[1]
+    return [rows]

@@ -130,3 +130,14 @@ def _normalize(layer, bottoms, params, where):
     y = flat / np.sqrt(sums + np_.eps)
     scale = params[0].reshape(()) if params[0].ndim == 0 else params[0][None, :, None]
     return [(y * scale).reshape(x.shape)]
+
+
+@executes("MVN")
+def _mvn(layer, bottoms, params, where):
+    mp = layer.param.mvn_param
+    x = bottoms[0]
+    rows = x.reshape(x.shape[0] if mp.across_channels else x.shape[0] * x.shape[1], -1)
+    y = rows - rows.mean(axis=1, keepdims=True)
+    if mp.normalize_variance:
+        y = y / (rows.std(axis=1, keepdims=True) + mp.eps)  # eps on the deviation, as Caffe
+    return [y.reshape(x.shape)]

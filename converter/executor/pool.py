@@ -8,7 +8,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from converter import caffe_pb2
 from converter.errors import ConverterError
 from converter.executor.registry import executes
-from converter.layers.pool import pool_geometry, pooling_mask
+from converter.layers.pool import pool_geometry, pooling_mask, spp_levels
 
 FLT_MAX = float(np.finfo(np.float32).max)  # Caffe's start value for MAX pooling
 
@@ -80,3 +80,14 @@ def pool(x: np.ndarray, pp, where: str) -> np.ndarray:
     rows = np.minimum(starts_h + kh, height + ph) - starts_h
     cols = np.minimum(starts_w + kw, width + pw) - starts_w
     return windows.sum(axis=(-2, -1)) / (rows[:, None] * cols[None, :]).astype(x.dtype)
+
+
+@executes("SPP")
+def _spp(layer, bottoms, params, where):
+    x = bottoms[0]
+    if layer.param.spp_param.pool not in (caffe_pb2.SPPParameter.MAX, caffe_pb2.SPPParameter.AVE):
+        raise ConverterError(f"{where}: SPP method STOCHASTIC is not supported (MAX, AVE)")
+    levels = [pool(x, p, where) for p in spp_levels(layer.param.spp_param, *x.shape[2:])]
+    if len(levels) == 1:
+        return levels
+    return [np.concatenate([level.reshape(x.shape[0], -1) for level in levels], axis=1)]

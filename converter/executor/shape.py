@@ -1,5 +1,5 @@
-"""Layers that route or reshape blobs, in NumPy: Concat, Slice, Split, Flatten, Reshape,
-ShuffleChannel.
+"""Layers that route, reshape or pick blobs, in NumPy: Concat, Slice, Split, Flatten,
+Reshape, ShuffleChannel, Crop, Tile, Silence, Parameter, BatchReindex.
 
 Every top is a copy: sharing memory as Caffe does only matters for in-place layers that
 write a shared blob later, and the executor gives each blob its final value anyway.
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from converter.errors import ConverterError
 from converter.executor.registry import executes
 from converter.layers.registry import canonical_axis
 from converter.layers.shape import (
+    crop_offsets,
     flatten_axes,
     permute_order,
     reshape_shape,
@@ -77,3 +79,49 @@ def _permute(layer, bottoms, params, where):
 def _unsqueeze(layer, bottoms, params, where):
     x = bottoms[0]
     return [np.expand_dims(x, unsqueeze_axis(layer, x.ndim, where)).copy()]
+
+
+@executes("Crop")
+def _crop(layer, bottoms, params, where):
+    x, reference = bottoms
+    offsets = crop_offsets(layer, [x.shape, reference.shape], where)
+    start = canonical_axis(layer.param.crop_param.axis, x.ndim, where)
+    window = tuple(
+        slice(offsets[axis], offsets[axis] + reference.shape[axis])
+        if axis >= start
+        else slice(None)
+        for axis in range(x.ndim)
+    )
+    return [x[window].copy()]
+
+
+@executes("Tile")
+def _tile(layer, bottoms, params, where):
+    x, tp = bottoms[0], layer.param.tile_param
+    return [np.concatenate([x] * tp.tiles, axis=canonical_axis(tp.axis, x.ndim, where))]
+
+
+@executes("Silence")
+def _silence(layer, bottoms, params, where):
+    return []
+
+
+@executes("Parameter")
+def _parameter(layer, bottoms, params, where):
+    return [params[0].copy()]
+
+
+def indices(values: np.ndarray, size: int, what: str, where: str) -> np.ndarray:
+    """Numbers used as indices into ``size`` rows, truncated as ``static_cast<int>``; a value
+    outside [0, size) raises ConverterError (Caffe's behaviour there is undefined)."""
+    index = np.trunc(values).astype(np.int64)
+    bad = (index < 0) | (index >= size) | ~np.isfinite(values)
+    if bad.any():
+        raise ConverterError(f"{where}: {what} {values[bad].reshape(-1)[0]} is outside [0, {size})")
+    return index
+
+
+@executes("BatchReindex")
+def _batch_reindex(layer, bottoms, params, where):
+    x, order = bottoms
+    return [x[indices(order, x.shape[0], "index", where)]]

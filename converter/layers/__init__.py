@@ -20,6 +20,7 @@ from converter.layers import (  # noqa: F401
     eltwise,
     norm,
     pool,
+    reduce,
     resize,
     shape,
 )

@@ -1,13 +1,18 @@
-"""Element-wise layers: ReLU, PReLU, Sigmoid, TanH, Power, AbsVal, Dropout, Softmax, ...
+"""Element-wise layers: ReLU, PReLU, Sigmoid, TanH, Power, AbsVal, Dropout, Softmax, ELU,
+BNLL, Threshold, Exp, Log, Clip, Swish, and the forks' ReLU6, HardSwish, HardSigmoid.
 
 Caffe: ``src/caffe/layers/<type>_layer.cpp``; the top has the bottom's shape. In the TEST
 phase Dropout copies its input (no rescaling: Caffe scales during training). ReLU6,
 HardSwish and HardSigmoid are inisis/caffe's (``relu6_layer.cpp``, ``hardswish_layer.cpp``,
-``hardsigmoid_layer.cpp``; rules in ``tests/fixtures/fork_layers/case.json``).
+``hardsigmoid_layer.cpp``; rules in ``tests/fixtures/fork_layers/case.json``). Caffe (and the
+fork) computes each of these correctly in place.
 """
 
 from __future__ import annotations
 
+import math
+
+from converter.errors import ConverterError
 from converter.layers.registry import (
     LayerShapes,
     Shape,
@@ -18,11 +23,22 @@ from converter.layers.registry import (
 )
 
 
-def _relu_module(layer, bottoms: list[Shape], where: str):
+def _nn():
+    """``torch.nn``, imported when a module is built (shape inference does without torch)."""
     from torch import nn
 
+    return nn
+
+
+def _modules():
+    from converter.modules import activation
+
+    return activation
+
+
+def _relu_module(layer, bottoms: list[Shape], where: str):
     slope = layer.param.relu_param.negative_slope
-    return nn.LeakyReLU(slope) if slope != 0 else nn.ReLU()
+    return _nn().LeakyReLU(slope) if slope != 0 else _nn().ReLU()
 
 
 def _prelu_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
@@ -33,85 +49,97 @@ def _prelu_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
 
 
 def _prelu_module(layer, bottoms: list[Shape], where: str):
-    from converter.modules.activation import PReLU
-
     channels = bottoms[0][1] if len(bottoms[0]) > 1 else 1
-    return PReLU(() if layer.param.prelu_param.channel_shared else (channels,))
-
-
-def _sigmoid_module(layer, bottoms: list[Shape], where: str):
-    from torch import nn
-
-    return nn.Sigmoid()
-
-
-def _tanh_module(layer, bottoms: list[Shape], where: str):
-    from torch import nn
-
-    return nn.Tanh()
+    return _modules().PReLU(() if layer.param.prelu_param.channel_shared else (channels,))
 
 
 def _power_module(layer, bottoms: list[Shape], where: str):
-    from converter.modules.activation import Power
-
     pp = layer.param.power_param
-    return Power(pp.power, pp.scale, pp.shift)
-
-
-def _abs_module(layer, bottoms: list[Shape], where: str):
-    from converter.modules.activation import AbsVal
-
-    return AbsVal()
-
-
-def _dropout_module(layer, bottoms: list[Shape], where: str):
-    from torch import nn
-
-    return nn.Identity()  # TEST phase: Caffe copies the input, no rescaling
+    return _modules().Power(pp.power, pp.scale, pp.shift)
 
 
 def _softmax_module(layer, bottoms: list[Shape], where: str):
-    from torch import nn
-
-    return nn.Softmax(dim=canonical_axis(layer.param.softmax_param.axis, len(bottoms[0]), where))
+    axis = canonical_axis(layer.param.softmax_param.axis, len(bottoms[0]), where)
+    return _nn().Softmax(dim=axis)
 
 
 def _relu6_module(layer, bottoms: list[Shape], where: str):
-    from torch import nn
-
-    from converter.modules.activation import ReLU6
-
     rp = layer.param.relu6_param
     if rp.negative_slope == 0 and rp.threshold == 6:
-        return nn.ReLU6()
-    return ReLU6(rp.negative_slope, rp.threshold)
-
-
-def _hardswish_module(layer, bottoms: list[Shape], where: str):
-    from torch import nn
-
-    return nn.Hardswish()  # x * max(0, min(1, x / 6 + 1 / 2)), the fork's formula
+        return _nn().ReLU6()
+    return _modules().ReLU6(rp.negative_slope, rp.threshold)
 
 
 def _hardsigmoid_module(layer, bottoms: list[Shape], where: str):
-    from converter.modules.activation import HardSigmoid
-
     hp = layer.param.hardsigmoid_param  # defaults 0.2, 0.5 (ONNX's), not torch's 1/6, 1/2
-    return HardSigmoid(hp.alpha, hp.beta)
+    return _modules().HardSigmoid(hp.alpha, hp.beta)
 
 
-register_layer("ReLU", shape=same_shape, module=_relu_module, in_place=True)
-register_layer("ReLU6", shape=same_shape, module=_relu6_module, in_place=True)
-register_layer("HardSwish", shape=same_shape, module=_hardswish_module, in_place=True)
-register_layer("HardSigmoid", shape=same_shape, module=_hardsigmoid_module, in_place=True)
-register_layer("PReLU", shape=_prelu_shapes, module=_prelu_module, in_place=True)
-register_layer("Sigmoid", shape=same_shape, module=_sigmoid_module, in_place=True)
-register_layer("TanH", shape=same_shape, module=_tanh_module, in_place=True)
-register_layer("Power", shape=same_shape, module=_power_module, in_place=True)
-register_layer("AbsVal", shape=same_shape, module=_abs_module, in_place=True)
-register_layer("Dropout", shape=same_shape, module=_dropout_module, in_place=True)
-register_layer("Softmax", shape=same_shape, module=_softmax_module, in_place=True)
+def log_of_base(base: float, where: str) -> float:
+    """ln(base) for Exp and Log: base -1 (the default) means e (``exp_layer.cpp``)."""
+    if base == -1:
+        return 1.0
+    if not base > 0:
+        raise ConverterError(f"{where}: base must be strictly positive (or -1 for e), found {base}")
+    return math.log(base)
 
-# Shape rules only: no module runs these yet.
-for _name in ("BNLL", "ELU", "Exp", "Log", "Threshold", "Swish", "Clip"):
-    register_layer(_name, shape=same_shape)
+
+def _base_checked(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    param = layer.param.exp_param if layer.type == "Exp" else layer.param.log_param
+    log_of_base(param.base, where)
+    return same_shape(layer, bottoms, where)
+
+
+def _exp_module(layer, bottoms: list[Shape], where: str):
+    ep = layer.param.exp_param
+    log_base = log_of_base(ep.base, where)
+    # exp_layer.cpp: outer * exp(inner * x), inner = ln(base) * scale, outer = base ^ shift
+    outer = 1.0 if ep.shift == 0 else math.exp(log_base * ep.shift)
+    return _modules().Exp(log_base * ep.scale, outer)
+
+
+def _log_module(layer, bottoms: list[Shape], where: str):
+    lp = layer.param.log_param
+    return _modules().Log(lp.scale, lp.shift, 1.0 / log_of_base(lp.base, where))
+
+
+def _clip_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    cp = layer.param.clip_param
+    if not (cp.HasField("min") and cp.HasField("max")):
+        raise ConverterError(f"{where}: Clip needs clip_param {{ min: ... max: ... }}")
+    return same_shape(layer, bottoms, where)
+
+
+def _elementwise(name: str, module, shape=same_shape) -> None:
+    register_layer(name, shape=shape, module=module, in_place=True)
+
+
+_elementwise("ReLU", _relu_module)
+_elementwise("ReLU6", _relu6_module)
+# x * max(0, min(1, x / 6 + 1 / 2)), the fork's formula
+_elementwise("HardSwish", lambda layer, bottoms, where: _nn().Hardswish())
+_elementwise("HardSigmoid", _hardsigmoid_module)
+_elementwise("PReLU", _prelu_module, shape=_prelu_shapes)
+_elementwise("Sigmoid", lambda layer, bottoms, where: _nn().Sigmoid())
+_elementwise("TanH", lambda layer, bottoms, where: _nn().Tanh())
+_elementwise("Power", _power_module)
+_elementwise("AbsVal", lambda layer, bottoms, where: _modules().AbsVal())
+_elementwise("Dropout", lambda layer, bottoms, where: _nn().Identity())  # TEST: a copy
+_elementwise("Softmax", _softmax_module)
+# nn.ELU is Caffe's x > 0 ? x : alpha * (exp(x) - 1)
+_elementwise("ELU", lambda layer, bottoms, where: _nn().ELU(layer.param.elu_param.alpha))
+_elementwise("BNLL", lambda layer, bottoms, where: _modules().BNLL())
+_elementwise(
+    "Threshold",
+    lambda layer, bottoms, where: _modules().Threshold(layer.param.threshold_param.threshold),
+)
+_elementwise("Exp", _exp_module, shape=_base_checked)
+_elementwise("Log", _log_module, shape=_base_checked)
+_elementwise(
+    "Clip",
+    lambda layer, bottoms, where: _modules().Clip(
+        layer.param.clip_param.min, layer.param.clip_param.max
+    ),
+    shape=_clip_shapes,
+)
+_elementwise("Swish", lambda layer, bottoms, where: _modules().Swish(layer.param.swish_param.beta))

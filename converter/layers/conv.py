@@ -181,3 +181,26 @@ def _inner_product_module(layer, bottoms: list[Shape], where: str):
 
 
 register_layer("InnerProduct", shape=_inner_product_shapes, module=_inner_product_module)
+
+
+# ----------------------------------------------------------------------------- Embed
+
+
+def _embed_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    """Top: the bottom's shape plus ``num_output``; blobs W (input_dim, num_output), b."""
+    need_bottoms(bottoms, 1, where)
+    ep = layer.param.embed_param
+    if ep.input_dim < 1 or ep.num_output < 1:
+        raise ConverterError(f"{where}: Embed needs positive input_dim and num_output")
+    params = [(ep.input_dim, ep.num_output)] + ([(ep.num_output,)] if ep.bias_term else [])
+    return LayerShapes([bottoms[0] + (ep.num_output,)], params)
+
+
+def _embed_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.conv import Embed
+
+    ep = layer.param.embed_param
+    return Embed(ep.input_dim, ep.num_output, ep.bias_term)
+
+
+register_layer("Embed", shape=_embed_shapes, module=_embed_module)

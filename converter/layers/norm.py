@@ -156,7 +156,27 @@ register_layer("Normalize", shape=_normalize_shapes, module=_normalize_module)
 
 # ----------------------------------------------------------------------------- shape only
 
-register_layer("MVN", shape=same_shape)
+
+# ----------------------------------------------------------------------------- MVN
+
+
+def _mvn_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 1, where)
+    if not 2 <= len(bottoms[0]) <= 4:  # mvn_layer.cpp reads num() and channels()
+        raise ConverterError(f"{where}: MVN needs a 2-D to 4-D input, found {bottoms[0]}")
+    return LayerShapes([bottoms[0]], [])
+
+
+def _mvn_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.norm import MVN
+
+    mp = layer.param.mvn_param
+    return MVN(mp.normalize_variance, mp.across_channels, mp.eps)
+
+
+# Forward_cpu reads only top_data once it has written x - mean there: in place is safe.
+register_layer("MVN", shape=_mvn_shapes, module=_mvn_module, in_place=True)
+
 
 # ----------------------------------------------------------------------------- BN (forks)
 

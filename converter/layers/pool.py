@@ -95,3 +95,54 @@ def _pooling_module(layer, bottoms: list[Shape], where: str):
 
 
 register_layer("Pooling", shape=_pooling_shapes, module=_pooling_module)
+
+# ----------------------------------------------------------------------------- SPP
+
+
+def spp_levels(sp: caffe_pb2.SPPParameter, height: int, width: int):
+    """The PoolingParameter of each pyramid level, as Caffe's ``SPPLayer::GetPoolingParam``
+    builds it (``spp_layer.cpp``): level ``l`` has ``bins = 2^l`` per axis, kernel
+    ``ceil(size / bins)``, stride = kernel, pad ``(kernel * bins - size + 1) // 2``."""
+    method = caffe_pb2.PoolingParameter.MAX
+    if sp.pool == sp.AVE:
+        method = caffe_pb2.PoolingParameter.AVE
+    levels = []
+    for level in range(sp.pyramid_height):
+        bins = 2**level
+        kernel = [-(-size // bins) for size in (height, width)]
+        pad = [(k * bins - size + 1) // 2 for k, size in zip(kernel, (height, width))]
+        levels.append(
+            caffe_pb2.PoolingParameter(
+                pool=method,
+                kernel_h=kernel[0],
+                kernel_w=kernel[1],
+                stride_h=kernel[0],
+                stride_w=kernel[1],
+                pad_h=pad[0],
+                pad_w=pad[1],
+            )
+        )
+    return levels
+
+
+def _spp_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 1, where)
+    if len(bottoms[0]) != 4:
+        raise ConverterError(f"{where}: SPP needs a 4-D input, found {bottoms[0]}")
+    sp = layer.param.spp_param
+    if sp.pyramid_height < 1:
+        raise ConverterError(f"{where}: pyramid_height must be at least 1")
+    n, c, h, w = bottoms[0]
+    outputs = [pool_geometry(p, h, w, where).output for p in spp_levels(sp, h, w)]
+    if len(outputs) == 1:
+        return LayerShapes([(n, c, *outputs[0])], [])
+    return LayerShapes([(n, sum(c * oh * ow for oh, ow in outputs))], [])
+
+
+def _spp_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.pool import SPP
+
+    return SPP(layer.param.spp_param, where)
+
+
+register_layer("SPP", shape=_spp_shapes, module=_spp_module)

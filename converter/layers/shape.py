@@ -1,5 +1,6 @@
-"""Layers that route or reshape blobs: Input, Concat, Slice, Split, Flatten, Reshape, and
-the forks' ShuffleChannel (ShuffleNet), Permute (SSD) and Unsqueeze (inisis/caffe).
+"""Layers that route, reshape or pick blobs: Input, Concat, Slice, Split, Flatten, Reshape,
+Crop, Tile, Silence, Parameter, BatchReindex, and the forks' ShuffleChannel (ShuffleNet),
+Permute (SSD) and Unsqueeze (inisis/caffe).
 
 Caffe: ``src/caffe/layers/<type>_layer.cpp``; ShuffleChannel: farmingyard/ShuffleNet
 ``shuffle_channel_layer.cpp``. Split, Flatten and Reshape make their tops
@@ -315,3 +316,132 @@ def _unsqueeze_module(layer, bottoms: list[Shape], where: str):
 
 
 register_layer("Unsqueeze", shape=_unsqueeze_shapes, module=_unsqueeze_module)
+
+
+# ----------------------------------------------------------------------------- Crop
+
+
+def crop_offsets(layer, bottoms: list[Shape], where: str) -> list[int]:
+    """Per axis, where the crop starts (0 before ``axis``), by ``crop_layer.cpp``'s rules:
+    no offset means 0, one offset is used for every cropped axis, else one per cropped axis.
+    Checks that each window fits bottom 0."""
+    need_bottoms(bottoms, 2, where)
+    shape, target = bottoms
+    if len(shape) != len(target):
+        raise ConverterError(
+            f"{where}: bottom 0 {shape} and the reference bottom {target} differ in axes"
+        )
+    cp = layer.param.crop_param
+    start = canonical_axis(cp.axis, len(shape), where)
+    given = list(cp.offset)
+    if len(given) > 1 and len(given) != len(shape) - start:
+        raise ConverterError(
+            f"{where}: {len(given)} offsets for the {len(shape) - start} cropped axes "
+            f"from axis {start}"
+        )
+    offsets = [0] * len(shape)
+    for axis in range(start, len(shape)):
+        offsets[axis] = given[0] if len(given) == 1 else given[axis - start] if given else 0
+        if shape[axis] - offsets[axis] < target[axis]:
+            raise ConverterError(
+                f"{where}: the crop of axis {axis} (size {target[axis]} at offset "
+                f"{offsets[axis]}) does not fit the input size {shape[axis]}"
+            )
+    return offsets
+
+
+def _crop_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    crop_offsets(layer, bottoms, where)  # the checks
+    start = canonical_axis(layer.param.crop_param.axis, len(bottoms[0]), where)
+    return LayerShapes([bottoms[0][:start] + bottoms[1][start:]], [])
+
+
+def _crop_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.shape import Crop
+
+    start = canonical_axis(layer.param.crop_param.axis, len(bottoms[0]), where)
+    return Crop(start, crop_offsets(layer, bottoms, where)[start:])
+
+
+register_layer("Crop", shape=_crop_shapes, module=_crop_module)
+
+# ----------------------------------------------------------------------------- Tile
+
+
+def tile_axis(layer, ndim: int, where: str) -> int:
+    """The axis a Tile layer repeats along; refuses ``tiles`` < 1 as ``tile_layer.cpp``."""
+    tp = layer.param.tile_param
+    if tp.tiles < 1:
+        raise ConverterError(f"{where}: tiles must be positive, found {tp.tiles}")
+    return canonical_axis(tp.axis, ndim, where)
+
+
+def _tile_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 1, where)
+    shape = bottoms[0]
+    axis = tile_axis(layer, len(shape), where)
+    tiles = layer.param.tile_param.tiles
+    return LayerShapes([shape[:axis] + (shape[axis] * tiles,) + shape[axis + 1 :]], [])
+
+
+def _tile_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.shape import Tile
+
+    return Tile(tile_axis(layer, len(bottoms[0]), where), layer.param.tile_param.tiles)
+
+
+register_layer("Tile", shape=_tile_shapes, module=_tile_module)
+
+# ----------------------------------------------------------------------------- Silence
+
+
+def _silence_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    if layer.tops:
+        raise ConverterError(f"{where}: a Silence layer has no tops, found {layer.tops}")
+    return LayerShapes([], [])
+
+
+def _silence_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.shape import Silence
+
+    return Silence()
+
+
+# It stays in the net: it consumes its bottoms, so they are not outputs of the net.
+register_layer("Silence", shape=_silence_shapes, module=_silence_module)
+
+# ----------------------------------------------------------------------------- Parameter
+
+
+def _parameter_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 0, where)
+    shape = tuple(layer.param.parameter_param.shape.dim)
+    return LayerShapes([shape], [shape])
+
+
+def _parameter_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.shape import Parameter
+
+    return Parameter(tuple(layer.param.parameter_param.shape.dim))
+
+
+# Its top is its one blob (``parameter_layer.hpp``), the module's ``weight``.
+register_layer("Parameter", shape=_parameter_shapes, module=_parameter_module)
+
+# ----------------------------------------------------------------------------- BatchReindex
+
+
+def _batch_reindex_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 2, where)
+    if len(bottoms[1]) != 1:
+        raise ConverterError(f"{where}: the index bottom must be 1-D, found {bottoms[1]}")
+    return LayerShapes([bottoms[1] + bottoms[0][1:]], [])
+
+
+def _batch_reindex_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.shape import BatchReindex
+
+    return BatchReindex()
+
+
+register_layer("BatchReindex", shape=_batch_reindex_shapes, module=_batch_reindex_module)

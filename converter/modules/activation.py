@@ -81,3 +81,87 @@ class HardSigmoid(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(x * self.alpha + self.beta, 0.0, 1.0)
+
+
+class BNLL(nn.Module):
+    """Caffe's BNLL: ``log(1 + exp(x))``, written so that neither branch overflows."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=0) + torch.log1p(torch.exp(-x.abs()))
+
+
+class Threshold(nn.Module):
+    """Caffe's Threshold: 1 where ``x > threshold`` (strictly), else 0."""
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold = threshold
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x > self.threshold).to(x.dtype)
+
+
+class Exp(nn.Module):
+    """Caffe's Exp as it computes it: ``outer * exp(inner * x)``."""
+
+    def __init__(self, inner: float, outer: float):
+        super().__init__()
+        self.inner, self.outer = inner, outer
+
+    def extra_repr(self) -> str:
+        return f"inner={self.inner}, outer={self.outer}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.exp(x if self.inner == 1 else x * self.inner)
+        return y if self.outer == 1 else y * self.outer
+
+
+class Log(nn.Module):
+    """Caffe's Log: ``log(shift + scale * x) * base_scale`` (``base_scale = 1 / ln(base)``)."""
+
+    def __init__(self, scale: float, shift: float, base_scale: float):
+        super().__init__()
+        self.scale, self.shift, self.base_scale = scale, shift, base_scale
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, shift={self.shift}, base_scale={self.base_scale}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale != 1:
+            x = x * self.scale
+        if self.shift != 0:
+            x = x + self.shift
+        y = torch.log(x)
+        return y if self.base_scale == 1 else y * self.base_scale
+
+
+class Clip(nn.Module):
+    """Caffe's Clip: ``max(min, min(max, x))`` (``min`` wins if min > max, unlike
+    ``torch.clamp``, where max wins)."""
+
+    def __init__(self, min: float, max: float):
+        super().__init__()
+        self.min, self.max = min, max
+
+    def extra_repr(self) -> str:
+        return f"min={self.min}, max={self.max}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(max=self.max).clamp(min=self.min)
+
+
+class Swish(nn.Module):
+    """Caffe's Swish: ``x * sigmoid(beta * x)``."""
+
+    def __init__(self, beta: float):
+        super().__init__()
+        self.beta = beta
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x if self.beta == 1 else x * self.beta)

@@ -26,3 +26,17 @@ class InnerProduct(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight.t() if self.transpose else self.weight
         return F.linear(x.flatten(self.axis), weight, self.bias)
+
+
+class Embed(nn.Module):
+    """Caffe's Embed: row ``int(x)`` of ``weight`` (input_dim, num_output), plus ``bias``;
+    the input holds indices as numbers (truncated towards zero, as ``static_cast<int>``)."""
+
+    def __init__(self, input_dim: int, num_output: int, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(input_dim, num_output))
+        self.bias = nn.Parameter(torch.zeros(num_output)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.embedding(x.long(), self.weight)
+        return y if self.bias is None else y + self.bias

@@ -165,3 +165,30 @@ class Normalize(nn.Module):
         norm = torch.sqrt(x.square().sum(dim=dims, keepdim=True) + self.eps)
         scale = self.weight if self.weight.dim() == 0 else along(self.weight, 1, x.dim())
         return x / norm * scale
+
+
+class MVN(nn.Module):
+    """Caffe's MVN: per sample and channel (or per sample, ``across_channels``) subtract the
+    mean and, with ``normalize_variance``, divide by ``sqrt(biased variance) + eps``: Caffe
+    adds eps to the standard deviation, not to the variance (``mvn_layer.cpp``)."""
+
+    def __init__(self, normalize_variance: bool, across_channels: bool, eps: float):
+        super().__init__()
+        self.normalize_variance = normalize_variance
+        self.across_channels = across_channels
+        self.eps = eps
+
+    def extra_repr(self) -> str:
+        return (
+            f"normalize_variance={self.normalize_variance}, "
+            f"across_channels={self.across_channels}, eps={self.eps}"
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        groups = x.shape[0] if self.across_channels else x.shape[0] * x.shape[1]
+        flat = x.reshape(groups, -1)
+        centred = flat - flat.mean(dim=1, keepdim=True)
+        if self.normalize_variance:
+            std = centred.square().mean(dim=1, keepdim=True).sqrt()
+            centred = centred / (std + self.eps)
+        return centred.reshape(x.shape)

@@ -1,5 +1,5 @@
-"""Modules that route or reshape blobs: Input, Concat, Slice, Split, Flatten, Reshape,
-ShuffleChannel."""
+"""Modules that route, reshape or pick blobs: Input, Concat, Slice, Split, Flatten, Reshape,
+ShuffleChannel, Crop, Tile, Silence, Parameter, BatchReindex."""
 
 from __future__ import annotations
 
@@ -114,3 +114,61 @@ class Unsqueeze(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.unsqueeze(self.axis)
+
+
+class Crop(nn.Module):
+    """Caffe's Crop: axes from ``axis`` on take the reference's size, from ``offsets``."""
+
+    def __init__(self, axis: int, offsets: list[int]):
+        super().__init__()
+        self.axis, self.offsets = axis, list(offsets)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}, offsets={self.offsets}"
+
+    def forward(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        for i, offset in enumerate(self.offsets):
+            axis = self.axis + i
+            x = x.narrow(axis, offset, reference.shape[axis])
+        return x
+
+
+class Tile(nn.Module):
+    """Caffe's Tile: the block ``x[..., axis:]`` repeated ``tiles`` times along ``axis``."""
+
+    def __init__(self, axis: int, tiles: int):
+        super().__init__()
+        self.axis, self.tiles = axis, tiles
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}, tiles={self.tiles}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        repeats = [1] * x.dim()
+        repeats[self.axis] = self.tiles
+        return x.repeat(repeats)
+
+
+class Silence(nn.Module):
+    """Caffe's Silence: consumes its bottoms, produces nothing."""
+
+    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return ()
+
+
+class Parameter(nn.Module):
+    """Caffe's Parameter layer: its top is its learned blob, ``weight``."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(shape))
+
+    def forward(self) -> torch.Tensor:
+        return self.weight.clone()  # a blob, not the Parameter itself (gradients still flow)
+
+
+class BatchReindex(nn.Module):
+    """Caffe's BatchReindex: ``x[indices]`` along axis 0, indices given as numbers."""
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return x.index_select(0, indices.long())

@@ -1,0 +1,82 @@
+"""ArgMax and Reduction: shape rules and modules.
+
+Caffe: ``src/caffe/layers/argmax_layer.cpp``, ``reduction_layer.cpp``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from converter import caffe_pb2
+from converter.errors import ConverterError
+from converter.layers.registry import (
+    LayerShapes,
+    Shape,
+    canonical_axis,
+    need_bottoms,
+    register_layer,
+)
+
+# ----------------------------------------------------------------------------- ArgMax
+
+
+def argmax_axis(layer, shape: Shape, where: str) -> int | None:
+    """The axis an ArgMax layer searches, None for "each sample flattened"; checks top_k as
+    ``ArgMaxLayer::LayerSetUp`` does."""
+    ap = layer.param.argmax_param
+    if ap.top_k < 1:
+        raise ConverterError(f"{where}: top_k must be at least 1, found {ap.top_k}")
+    if ap.HasField("axis"):
+        axis = canonical_axis(ap.axis, len(shape), where)
+        size = shape[axis]
+    else:
+        axis, size = None, math.prod(shape[1:])
+    if ap.top_k > size:
+        raise ConverterError(f"{where}: top_k {ap.top_k} exceeds the {size} values searched")
+    return axis
+
+
+def _argmax_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    """With an axis: the bottom's shape with ``top_k`` on that axis. Without: (N, 1, top_k),
+    or (N, 2, top_k) with ``out_max_val`` (indices, then values), padded with 1s to the
+    bottom's number of axes (at least 3)."""
+    need_bottoms(bottoms, 1, where)
+    shape = bottoms[0]
+    ap = layer.param.argmax_param
+    axis = argmax_axis(layer, shape, where)
+    if axis is not None:
+        return LayerShapes([shape[:axis] + (ap.top_k,) + shape[axis + 1 :]], [])
+    top = [1] * max(3, len(shape))
+    top[0], top[1], top[2] = shape[0], 2 if ap.out_max_val else 1, ap.top_k
+    return LayerShapes([tuple(top)], [])
+
+
+def _argmax_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.reduce import ArgMax
+
+    ap = layer.param.argmax_param
+    top = _argmax_shapes(layer, bottoms, where).top_shapes[0]
+    return ArgMax(argmax_axis(layer, bottoms[0], where), ap.top_k, ap.out_max_val, top[1:])
+
+
+register_layer("ArgMax", shape=_argmax_shapes, module=_argmax_module)
+
+# ----------------------------------------------------------------------------- Reduction
+
+
+def _reduction_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    need_bottoms(bottoms, 1, where)
+    axis = canonical_axis(layer.param.reduction_param.axis, len(bottoms[0]), where)
+    return LayerShapes([bottoms[0][:axis]], [])  # axis 0: a 0-d blob
+
+
+def _reduction_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.reduce import Reduction
+
+    rp = layer.param.reduction_param
+    axis = canonical_axis(rp.axis, len(bottoms[0]), where)
+    operation = caffe_pb2.ReductionParameter.ReductionOp.Name(rp.operation)
+    return Reduction(axis, operation, rp.coeff)
+
+
+register_layer("Reduction", shape=_reduction_shapes, module=_reduction_module)
