@@ -46,6 +46,7 @@ from converter.errors import ConverterError
 from converter.export import owned_tensors
 from converter.io.prototxt import parse_prototxt
 from converter.layers import LayerType, lookup, supported_layer_types
+from converter.layers.registry import unknown_layers_message
 from converter.net import Layer, Net, net_from_param
 
 __all__ = ["CaffeGraph", "graph_arrays", "supported_layer_types"]
@@ -232,21 +233,15 @@ def _record(layer: Layer) -> LayerType:
 
 
 def _check_supported(net: Net) -> None:
-    unsupported: dict[str, list[str]] = {}
-    for layer in net.layers:
-        record = lookup(layer.type)
-        if record is None or record.module is None:
-            unsupported.setdefault(layer.type, []).append(layer.name)
-    if unsupported:
-        listed = "; ".join(
-            f"{t} (layer{'s' if len(names) > 1 else ''} {', '.join(repr(n) for n in names)})"
-            for t, names in unsupported.items()
-        )
-        raise ConverterError(
-            f"{net.source}: {sum(map(len, unsupported.values()))} layer(s) of unsupported "
-            f"type: {listed}. Supported types: {', '.join(supported_layer_types())}. "
-            "converter.register_layer adds a type (see the README)"
-        )
+    """Every layer's type must have a module: one error naming all the layers that lack one."""
+    unknown = [layer for layer in net.layers if lookup(layer.type) is None]
+    if unknown:
+        missing = "of a type this tool does not know"
+    else:
+        unknown = [layer for layer in net.layers if lookup(layer.type).module is None]
+        missing = "of a type registered without a PyTorch module"
+    if unknown:
+        raise ConverterError(unknown_layers_message(net.source, unknown, missing))
 
 
 def _check_tops(layer: Layer, record: LayerType, produced: set[str], where: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from converter.errors import ConverterError
+from converter.layers import lookup
 from converter.net import LayerShapes, Net
 
 
@@ -17,7 +18,10 @@ def layer_table(net: Net) -> list[dict]:
     try:
         shapes = net.shapes()
     except ConverterError:
-        if any(layer.blobs for layer in net.layers):
+        # With weights a shape error is a mismatch to report, unless types are unknown:
+        # then the table shows what it can, and the module line names them.
+        known = all(lookup(layer.type) is not None for layer in net.layers)
+        if known and any(layer.blobs for layer in net.layers):
             raise
         shapes = _partial_shapes(net)
     rows = []
@@ -82,7 +86,7 @@ def conversion_target(net: Net) -> dict:
     """Which module the net converts to: ``{"module": "CaffeResNet" | "generic" | None,
     "why": ...}``; ``why`` says why a net is not a ResNet of the form the ResNet converter
     handles, and for None which layer types no module supports."""
-    from converter.layers.registry import supported_layer_types
+    from converter.layers.registry import supported_layer_types, unknown_layers_message
     from converter.resnet import recognize
 
     try:
@@ -95,9 +99,11 @@ def conversion_target(net: Net) -> dict:
         blocks = "-".join(str(stage.blocks) for stage in config.stages)
         return {"module": "CaffeResNet", "why": f"Kaiming's form, {config.block} blocks {blocks}"}
     supported = set(supported_layer_types())
-    missing = sorted({layer.type for layer in net.layers if layer.type not in supported})
+    missing = [layer for layer in net.layers if layer.type not in supported]
     if missing:
-        return {"module": None, "why": f"layer type {', '.join(missing)} has no module yet"}
+        # every such layer at once, a Python layer with the module it loads
+        listed = unknown_layers_message(net.source, missing, "without a module")
+        return {"module": None, "why": listed.removeprefix(f"{net.source}: ")}
     return {"module": "generic", "why": why}
 
 

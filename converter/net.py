@@ -30,6 +30,7 @@ from converter.layers import (  # noqa: F401  (geometry helpers: their old home 
     reshape_shape,
     slice_bounds,
 )
+from converter.layers.registry import unknown_layers_message
 from converter.layers.shape import input_shapes as declared_input_shapes
 
 
@@ -267,18 +268,20 @@ def infer_shapes(
 ) -> list[LayerShapes]:
     """Run Caffe's Reshape logic over the net, layer by layer, with each type's shape rule.
 
-    ``input_shapes`` (blob name -> shape) overrides what the Input layers declare. A layer
-    type without a registered rule raises ConverterError naming the layer.
+    ``input_shapes`` (blob name -> shape) overrides what the Input layers declare. Layer
+    types without a registered rule raise one ConverterError naming every such layer.
     """
+    unknown = [layer for layer in net.layers if lookup(layer.type) is None]
+    if unknown:
+        raise ConverterError(
+            unknown_layers_message(net.source, unknown, "of a type this tool does not know")
+        )
     blobs: dict[str, Shape] = {}
     overrides = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
     result = []
     for layer in net.layers:
         where = f"{net.source}: layer '{layer.name}' ({layer.type})"
-        record = lookup(layer.type)
-        if record is None:
-            raise ConverterError(f"{where}: layer type '{layer.type}' is not supported")
-        shapes = record.shape(layer, [blobs[b] for b in layer.bottoms], where)
+        shapes = lookup(layer.type).shape(layer, [blobs[b] for b in layer.bottoms], where)
         if layer.type == "Input":
             shapes.top_shapes = [overrides.get(t, s) for t, s in zip(layer.tops, shapes.top_shapes)]
         if len(shapes.top_shapes) != len(layer.tops):

@@ -433,10 +433,12 @@ def test_unsupported_types_are_listed_at_once():
     with pytest.raises(ConverterError) as error:
         CaffeGraph.from_net(net_from_text(text, "odd.prototxt"))
     message = str(error.value)
-    assert message.startswith("odd.prototxt: 4 layer(s)")
-    for word in ["OddCrop", "'odd/1'", "'odd/2'", "MysteryAct", "'act'", "Python", "'py'"]:
+    assert message.startswith("odd.prototxt: 4 layer(s) of a type this tool does not know")
+    assert "(OddCrop x2, MysteryAct, Python)" in message
+    for word in ["'odd/1' (OddCrop)", "'odd/2' (OddCrop)", "'act' (MysteryAct)"]:
         assert word in message
-    assert "Convolution" in message  # says what is supported
+    assert "'py' (Python: module 'm', layer 'L')" in message
+    assert "converter.register_layer" in message  # says what to do
     assert "OddCrop" not in supported_layer_types() and "Crop" in supported_layer_types()
 
 

@@ -150,7 +150,10 @@ def test_a_shape_only_type_is_inspected_but_not_converted(tmp_path):
         rows = layer_table(read_net(prototxt))
         assert rows[2]["top_shapes"] == [[2, 4, 4, 4]] and rows[2]["param_shapes"] == [[4], [4]]
         assert "ShapeOnlyOp" not in supported_layer_types()
-        with pytest.raises(ConverterError, match=r"ShapeOnlyOp \(layer 'affine'\).*register_layer"):
+        with pytest.raises(
+            ConverterError,
+            match=r"a PyTorch module \(ShapeOnlyOp\): 'affine' \(ShapeOnlyOp\).*register_layer",
+        ):
             converter.build_model(read_net(prototxt), generic=True)
     finally:
         converter.unregister_layer("ShapeOnlyOp")

@@ -10,6 +10,7 @@ from converter.errors import ConverterError
 from converter.executor.registry import FORWARD
 from converter.layers import lookup
 from converter.layers.norm import use_global_stats
+from converter.layers.registry import unknown_layers_message
 from converter.net import Layer, Net
 
 
@@ -25,17 +26,13 @@ def run_reference(
     raises ConverterError naming every such layer, before anything is computed.
     """
     dtype = np.dtype(dtype)
-    unsupported = [
-        layer for layer in net.layers if layer.type != "Input" and _forward(layer) is None
-    ]
-    if unsupported:
-        types = sorted({layer.type for layer in unsupported})
-        listed = ", ".join(f"'{layer.name}' ({layer.type})" for layer in unsupported)
-        raise ConverterError(
-            f"{net.source}: the reference executor does not support layer type(s) "
-            f"{', '.join(types)}; used by layer(s) {listed} (converter.register_layer(..., "
-            "reference=...) gives a type its NumPy forward)"
-        )
+    unknown = [layer for layer in net.layers if lookup(layer.type) is None]
+    missing = "of a type this tool does not know"
+    if not unknown:
+        unknown = [x for x in net.layers if x.type != "Input" and _forward(x) is None]
+        missing = "of a type without a NumPy forward in the executor"
+    if unknown:
+        raise ConverterError(unknown_layers_message(net.source, unknown, missing))
     values = _input_values(net, inputs, dtype)
     shapes = net.shapes({name: array.shape for name, array in values.items()})
     blobs: dict[str, np.ndarray] = {}

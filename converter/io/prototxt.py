@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -43,45 +44,72 @@ def parse_prototxt(text: str, source: str = "<prototxt>") -> caffe_pb2.NetParame
     if net is not None:
         return upgrade_net(net, source)
     translated: dict[int, str] = {}  # line -> what was rewritten there, to explain later errors
-    for _ in range(len(text) + 1):  # each pass removes one fork field, so this always ends
+    shifts: dict[int, int] = {}  # line -> characters the rewrites there added (for columns)
+    unknown: list[_UnknownField] = []  # fields no schema here knows, blanked to find the rest
+    for _ in range(len(text) + 1):  # each pass removes one field, so this always ends
         net = caffe_pb2.NetParameter()  # Parse does not clear what a failed pass merged
         try:
             text_format.Parse(text, net)
         except text_format.ParseError as exc:
-            text = _translate_fork_field(text, exc, source, translated)
+            text = _translate_fork_field(text, exc, source, translated, shifts, unknown)
         else:
+            if unknown:
+                raise ConverterError(_unknown_fields_message(unknown, net))
             return upgrade_net(net, source)
-    raise AssertionError("unreachable: every pass removes a fork field")
+    raise AssertionError("unreachable: every pass removes a field")
 
 
 _NO_SUCH_FIELD = re.compile(r'Message type "caffe\.(\w+)" has no field named "(\w+)"')
 _FIELD_VALUE = re.compile(r"\s*:\s*([\w.+-]+)")
 
 
+@dataclass
+class _UnknownField:
+    where: str  # "file:line:column"
+    owner: str  # the message type that has no such field
+    name: str
+    line: int
+    layer: tuple[str, int] | None  # ("layer" or "layers", index in the net) holding it
+
+
 def _translate_fork_field(
-    text: str, exc: text_format.ParseError, source: str, translated: dict[int, str]
+    text: str,
+    exc: text_format.ParseError,
+    source: str,
+    translated: dict[int, str],
+    shifts: dict[int, int],
+    unknown: list[_UnknownField],
 ) -> str:
-    """``text`` with the known fork field that ``exc`` reports rewritten; else a ConverterError."""
+    """``text`` with the field that ``exc`` reports rewritten (a known fork field) or blanked
+    out and noted in ``unknown`` (a field no schema here knows); else a ConverterError."""
     line, column = exc.GetLine(), exc.GetColumn()
     message = str(exc)
     prefix = f"{line}:{column} : "
     if message.startswith(prefix):
         message = message[len(prefix) :]
     where = f"{source}:{line}:{column}" if line else source
-    unknown = _NO_SUCH_FIELD.search(message)
-    if not unknown:
+    no_field = _NO_SUCH_FIELD.search(message)
+    if not no_field:
         if line in translated:  # columns on this line moved when the fork field was rewritten
             where = f"{source}:{line}"
             message += f" (after reading {translated[line]})"
+        if unknown:
+            message += f" (and before it: {_unknown_fields_message(unknown, None)})"
         raise ConverterError(f"{where}: {message}") from None
-    owner, name = unknown.groups()
+    owner, name = no_field.groups()
+    start = _offset(text, line, column)
     fork = FORK_FIELDS.get((owner, name))
     if fork is None:
-        raise ConverterError(
-            f"{where}: unknown field '{name}' in {owner} "
-            "(BVLC Caffe has no such field; it may come from a Caffe fork)"
-        ) from None
-    start = _offset(text, line, column)
+        end = _field_end(text, start + len(name)) if text.startswith(name, max(start, 0)) else -1
+        if start < 0 or end < 0:
+            raise ConverterError(
+                f"{where}: unknown field '{name}' in {owner} "
+                "(BVLC Caffe has no such field; it may come from a Caffe fork)"
+            ) from None
+        at = f"{source}:{line}:{column - shifts.get(line, 0)}"  # the column in the user's file
+        unknown.append(_UnknownField(at, owner, name, line, _layer_at(text, start)))
+        # Blanks keep every later line and column where the user's file has them.
+        return text[:start] + re.sub(r"[^\n]", " ", text[start:end]) + text[end:]
     value = _FIELD_VALUE.match(text, start + len(name)) if start >= 0 else None
     if value is None or not text.startswith(name, start):
         raise ConverterError(f"{where}: cannot read the value of fork field '{name}'") from None
@@ -93,7 +121,102 @@ def _translate_fork_field(
         ) from None
     original = text[start : value.end()]
     translated[line] = f"fork field '{original}' as '{replacement}'"
+    shifts[line] = shifts.get(line, 0) + len(replacement) - len(original)
     return text[:start] + replacement + text[value.end() :]
+
+
+_TOKEN = re.compile(
+    r"#[^\n]*"  # a comment
+    r'|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\''  # a string
+    r"|[A-Za-z_]\w*"  # a name
+    r"|[-+.\w]+"  # a number
+    r"|\S"  # punctuation
+)
+_OPEN, _CLOSE = "{<[", "}>]"
+
+
+def _field_end(text: str, position: int) -> int:
+    """Where the value of the field whose name ends at ``position`` ends: a scalar, a string
+    (or adjacent strings), a list or a message block; -1 when it cannot be told."""
+    tokens = _TOKEN.finditer(text, position)
+    depth, seen_value = 0, False
+    for match in tokens:
+        token = match.group()
+        if token.startswith("#"):
+            continue
+        if depth == 0 and token == ":" and not seen_value:
+            continue
+        if token in _OPEN:
+            depth += 1
+        elif token in _CLOSE:
+            depth -= 1
+            if depth < 0:
+                return -1
+        elif depth == 0 and token[0] in "\"'":  # adjacent strings make one value
+            seen_value = True
+            following = _TOKEN.match(text, _skip_space(text, match.end()))
+            if following is None or following.group()[0] not in "\"'":
+                return match.end()
+            continue
+        seen_value = True
+        if depth == 0:
+            return match.end()
+    return -1
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position].isspace():
+        position += 1
+    return position
+
+
+def _layer_at(text: str, position: int) -> tuple[str, int] | None:
+    """Which top-level ``layer`` (or V1 ``layers``) block ``position`` lies in, by kind and
+    index among blocks of that kind; None outside every layer."""
+    depth, pending, counts, current = 0, None, {"layer": 0, "layers": 0}, None
+    for match in _TOKEN.finditer(text, 0, position):
+        token = match.group()
+        if token.startswith("#") or (token == ":" and pending):
+            continue
+        if token in _OPEN:
+            if depth == 0:
+                current = (pending, counts[pending]) if pending else None
+                if pending:
+                    counts[pending] += 1
+            depth += 1
+        elif token in _CLOSE:
+            depth = max(depth - 1, 0)
+        pending = token if depth == 0 and token in counts else None
+    return current if depth > 0 else None
+
+
+def _unknown_fields_message(unknown: list[_UnknownField], net) -> str:
+    """One line naming every unknown field, the layer holding it and its line; with the net
+    (parsed without them), also every layer type this tool does not know."""
+    items = []
+    for field in unknown:
+        layers = getattr(net, field.layer[0]) if net is not None and field.layer else []
+        if field.layer and field.layer[1] < len(layers):
+            holder = f"layer '{layers[field.layer[1]].name}', "
+        else:
+            holder = "" if field.layer else "outside any layer, "
+        items.append(f"'{field.name}' in {field.owner} ({holder}line {field.line})")
+    message = (
+        f"{unknown[0].where}: {len(unknown)} field(s) BVLC Caffe does not have (from a Caffe "
+        f"fork?): {', '.join(items)}"
+    )
+    if net is not None:
+        from converter.layers import lookup
+        from converter.layers.registry import describe_layer
+
+        types = [describe_layer(layer) for layer in net.layer if lookup(layer.type) is None]
+        if types:
+            message += f"; and {len(types)} layer(s) of a type this tool does not know: "
+            message += ", ".join(types)
+    return message + (
+        ". A field that does not change what the deploy net computes can be deleted from the "
+        "prototxt"
+    )
 
 
 def _offset(text: str, line: int, column: int) -> int:

@@ -29,7 +29,7 @@ reading a net, converting a ResNet) must not pay for importing torch.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -217,6 +217,27 @@ def same_shape(layer: Layer, bottoms: list[Shape], where: str) -> LayerShapes:
     return LayerShapes([bottoms[0]], [])
 
 
-def list_names(names: Iterable[str]) -> str:
-    """'a', 'b', 'c': quoted names for messages."""
-    return ", ".join(f"'{n}'" for n in names)
+def describe_layer(layer: Layer) -> str:
+    """ "'name' (Type)" for messages; a Python layer also names the module and class its
+    ``python_param`` loads, which is the code a user would have to supply."""
+    if layer.type == "Python":
+        pp = getattr(layer, "param", layer).python_param  # a Layer or a LayerParameter
+        return f"'{layer.name}' (Python: module '{pp.module}', layer '{pp.layer}')"
+    return f"'{layer.name}' ({layer.type})"
+
+
+REGISTER_HINT = (
+    "converter.register_layer supplies a layer type's shape rule, PyTorch module and NumPy "
+    "forward (README: 'Adding a layer type')"
+)
+
+
+def unknown_layers_message(source: str, layers: Sequence[Layer], missing: str) -> str:
+    """One line naming every layer in ``layers`` (all of the same problem: ``missing``, e.g.
+    "of a type this tool does not know"), how many of each type, and where to turn."""
+    counts: dict[str, int] = {}
+    for layer in layers:
+        counts[layer.type] = counts.get(layer.type, 0) + 1
+    types = ", ".join(f"{t} x{n}" if n > 1 else t for t, n in counts.items())
+    listed = ", ".join(describe_layer(layer) for layer in layers)
+    return f"{source}: {len(layers)} layer(s) {missing} ({types}): {listed}. {REGISTER_HINT}"
