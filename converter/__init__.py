@@ -6,11 +6,12 @@ conversion of a ResNet to safetensors do not pay for importing torch. ``register
 makes a layer type known (its shape rule, PyTorch module, weights and NumPy forward).
 """
 
+from converter.deploy import DeployNetWarning
 from converter.errors import ConverterError
 from converter.io.caffemodel import read_blob, read_weights
 from converter.layers import register_layer, unregister_layer
 from converter.lazy import lazy_names
-from converter.net import Layer, Net, read_net, write_caffemodel
+from converter.net import IgnoredLayersWarning, Layer, Net, read_net, write_caffemodel
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,8 @@ _LAZY = {
 
 __all__ = [
     "ConverterError",
+    "DeployNetWarning",
+    "IgnoredLayersWarning",
     "Layer",
     "Net",
     "read_blob",

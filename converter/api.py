@@ -20,6 +20,7 @@ from converter.conversion import (
     plan_conversion,
     warn_non_finite,
 )
+from converter.deploy import InputShapes
 from converter.errors import ConverterError
 from converter.export import owned_tensors, read_converted
 from converter.net import Net, gc_paused, read_net
@@ -80,17 +81,23 @@ def load(
     caffemodel: str | os.PathLike | None = None,
     generic: bool = False,
     dtype: torch.dtype = torch.float32,
+    input_shapes: InputShapes = None,
 ) -> nn.Module:
     """A model in eval mode, from a prototxt + caffemodel pair or from a converted file.
 
     ``model(x)`` returns the net's final output blob, as Caffe's ``net.forward()`` does.
     ``dtype=torch.float64`` builds it in float64 directly (no float32 rounding on the way).
+    ``input_shapes`` (a pair only): see ``read_net``; a training net's Data layer needs it
+    when the prototxt does not say its channels or size.
     From a safetensors file the weights map the file copy-on-write, as safetensors' own
     loader does: nothing is read twice, writes to the model never reach the file, and the
     file may be replaced or deleted (not truncated in place) while the model lives.
     """
     if caffemodel is not None:
-        return build_model(read_net(path, caffemodel), generic=generic, dtype=dtype)
+        net = read_net(path, caffemodel, input_shapes)
+        return build_model(net, generic=generic, dtype=dtype)
+    if input_shapes is not None:
+        raise ConverterError(f"{path}: input_shapes apply to a prototxt, not a converted file")
     if Path(path).suffix == ".prototxt":
         raise ConverterError(f"{path}: a prototxt needs its caffemodel: load(prototxt, caffemodel)")
     with gc_paused():  # many small objects, no cycles: see gc_paused

@@ -22,7 +22,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from converter.inspect import conversion_target, format_table, layer_table, totals
     from converter.net import read_net
 
-    net = read_net(args.prototxt, args.caffemodel)
+    net = read_net(args.prototxt, args.caffemodel, input_shapes(args.input_shape))
     rows = layer_table(net)
     if args.json:
         summary = {"layers": rows, "totals": totals(net, rows), "module": conversion_target(net)}
@@ -57,6 +57,7 @@ def _convert(args: argparse.Namespace) -> int:
             progress=bars,
             fuse_bn=args.fuse_bn,
             hash_sources=args.hash,
+            input_shapes=input_shapes(args.input_shape),
         )
     finally:
         bars.close()
@@ -93,6 +94,7 @@ def _run_verify(args: argparse.Namespace, converted=None):
         tolerance=args.tol,
         generic=args.generic,
         converted=converted,
+        input_shapes=input_shapes(args.input_shape),
     )
     print(report.format(), file=_text_stream(args))
     if args.json == "-":
@@ -113,6 +115,51 @@ def _verify(args: argparse.Namespace) -> int:
     _check_verify_options(args)
     report = _run_verify(args, converted=args.converted)
     return 0 if report.passed else 1
+
+
+def input_shapes(values: Sequence[str] | None) -> dict[str, tuple[int, ...]] | tuple | None:
+    """``--input-shape`` values as the API's ``input_shapes``: ``N,C,H,W`` alone (a net with
+    one input), or ``NAME:N,C,H,W``, repeated or joined by commas for several inputs
+    (``data:1,3,224,224,im_info:1,3``)."""
+    if not values:
+        return None
+    named: dict[str, tuple[int, ...]] = {}
+    bare: list[tuple[int, ...]] = []
+    for value in values:
+        groups: list[tuple[str | None, list[str]]] = []  # a name starts a new shape
+        for token in value.split(","):
+            if ":" in token:
+                name, token = token.split(":", 1)
+                groups.append((name.strip(), []))
+            elif not groups:
+                groups.append((None, []))
+            groups[-1][1].append(token.strip())
+        for name, dims in groups:
+            if name == "" or not all(d.isdigit() and int(d) > 0 for d in dims):
+                raise ConverterError(
+                    f"--input-shape {value}: expected N,C,H,W or NAME:N,C,H,W (positive integers)"
+                )
+            if name is None:
+                bare.append(tuple(int(d) for d in dims))
+            else:
+                named[name] = tuple(int(d) for d in dims)
+    if bare and (named or len(bare) > 1):
+        raise ConverterError(
+            "--input-shape: give one unnamed shape (a net with one input), or NAME:N,C,H,W "
+            "for each input"
+        )
+    return bare[0] if bare else named
+
+
+def _add_input_shape_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="[NAME:]N,C,H,W",
+        help="the shape of an input, where the prototxt does not say it (a training net's "
+        "Data layer) or to replace it; NAME: for nets with several inputs (repeat it, or "
+        "join shapes with commas)",
+    )
 
 
 def _add_verify_options(parser: argparse.ArgumentParser, implied: bool = False) -> None:
@@ -219,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--verify", action="store_true", help="verify the written file (see verify --help)"
     )
+    _add_input_shape_option(convert)
     _add_verify_options(convert, implied=True)
     convert.set_defaults(run=_convert)
 
@@ -246,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--generic", action="store_true", help="use the generic graph module even for a ResNet"
     )
+    _add_input_shape_option(verify)
     _add_verify_options(verify)
     verify.set_defaults(run=_verify)
 
@@ -265,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--json", action="store_true", help="print the layer table and totals as JSON"
     )
+    _add_input_shape_option(inspect)
     inspect.set_defaults(run=_inspect)
     return parser
 

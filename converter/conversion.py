@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from converter import __version__
+from converter.deploy import InputShapes
 from converter.errors import ConverterError, file_error
 from converter.export import write_converted
 from converter.net import Net, gc_paused, read_net
@@ -205,6 +206,7 @@ def _metadata(plan: Plan, net: Net) -> dict[str, str]:
         "input_convention": INPUT_CONVENTION,
         "output_blob": plan.config["output_name"],
         "fused_bn": json.dumps(bool(plan.config.get("fused_bn", False))),
+        "source_dtype": net.weights_dtype or "float32",
     }
 
 
@@ -217,8 +219,14 @@ def convert(
     progress: Callable[[str, int, int], None] | None = None,
     fuse_bn: bool = False,
     hash_sources: bool = False,
+    input_shapes: InputShapes = None,
 ) -> Path:
     """Convert a Caffe model to a safetensors (default) or ``.pt`` file; returns its path.
+
+    The pair is read by ``read_net`` (any form of weights it reads; a training net becomes
+    its deploy net, ``input_shapes`` giving what the prototxt cannot say). The metadata
+    records the input shapes and ``source_dtype``, the stored precision of the weights
+    ("float16" for a half-precision caffemodel, which is converted to float32).
 
     ``progress(phase, done, total)`` is told how far reading and writing have got.
     ``fuse_bn`` folds BatchNorm+Scale into the convs (ResNets; for deployment).
@@ -241,7 +249,7 @@ def convert(
             # A full GC pass over torch's objects costs more than the conversion's Python
             # work, and the conversion makes many small objects but no cycles: see gc_paused.
             with gc_paused():
-                net = read_net(prototxt, caffemodel)
+                net = read_net(prototxt, caffemodel, input_shapes)
                 if progress:
                     progress("read", 1, 1)
                 plan = plan_conversion(net, generic, fuse_bn)

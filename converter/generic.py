@@ -10,7 +10,8 @@ in-place layer later writes to one of them.
 Module names are the Caffe layer names made into Python identifiers: every character
 outside ``[A-Za-z0-9_]`` becomes ``_``, a leading digit gets a ``layer_`` prefix, and a name
 that is taken (by an earlier layer or an ``nn.Module`` attribute) gets ``_2``, ``_3``, ...
-``CaffeGraph.module_names`` maps each Caffe layer name to its module name.
+``CaffeGraph.module_names`` maps each Caffe layer name to its module name; when layers share
+a name (Caffe allows it), to the last one's, as Caffe's ``layer_by_name`` does.
 
 State dict keys (``<m>`` is the module name; shapes are Caffe's blob shapes):
 
@@ -41,13 +42,12 @@ import torch
 from google.protobuf import text_format
 from torch import nn
 
-from converter import caffe_pb2
 from converter.errors import ConverterError
 from converter.export import owned_tensors
 from converter.io.prototxt import parse_prototxt
 from converter.layers import LayerType, lookup, supported_layer_types
 from converter.layers.registry import unknown_layers_message
-from converter.net import Layer, Net, net_from_param
+from converter.net import Layer, Net, net_definition, net_from_param
 
 __all__ = ["CaffeGraph", "graph_arrays", "supported_layer_types"]
 
@@ -280,14 +280,7 @@ def _sharing_groups(net: Net) -> dict[str, tuple[str, ...]]:
 
 def _definition_text(net: Net) -> str:
     """The TEST-phase net as prototxt text, without blobs or include/exclude rules."""
-    param = caffe_pb2.NetParameter(name=net.name)
-    for layer in net.layers:
-        lp = param.layer.add()
-        lp.CopyFrom(layer.param)
-        del lp.blobs[:]
-        lp.ClearField("include")
-        lp.ClearField("exclude")
-    return text_format.MessageToString(param)
+    return text_format.MessageToString(net_definition(net))
 
 
 def graph_arrays(model: CaffeGraph, net: Net) -> dict[str, np.ndarray]:
@@ -298,10 +291,10 @@ def graph_arrays(model: CaffeGraph, net: Net) -> dict[str, np.ndarray]:
     exactly and a float32 one rounds them once.
     """
     arrays: dict[str, np.ndarray] = {}
-    for layer in net.layers:
+    for layer, step in zip(net.layers, model._steps):  # by position: layer names may repeat
         if not layer.blobs:
             continue
-        name = model.module_names[layer.name]
+        name = step.module
         module = model.get_submodule(name)
         where = f"{net.weights_source or net.source}: layer '{layer.name}' ({layer.type})"
         mapped = _record(layer).map_weights(layer, layer.blobs, module, where)

@@ -76,6 +76,8 @@ def totals(net: Net, rows: list[dict]) -> dict:
         "parameters_from": "caffemodel" if net.weights_source else "prototxt",
         "float32_mib": round(counted * 4 / 2**20, 1),
         "weights": net.weights_source,
+        "weights_format": net.weights_format,
+        "source_dtype": net.weights_dtype,
     }
 
 
@@ -105,6 +107,18 @@ def conversion_target(net: Net) -> dict:
         listed = unknown_layers_message(net.source, missing, "without a module")
         return {"module": None, "why": listed.removeprefix(f"{net.source}: ")}
     return {"module": "generic", "why": why}
+
+
+def weights_note(net: Net) -> str:
+    """ " (hdf5, stored as float16, read as float32)": how the weights were stored, when not
+    as plain float32 caffemodel blobs."""
+    notes = []
+    if net.weights_format and net.weights_format != "caffemodel":
+        notes.append(net.weights_format)
+    if net.weights_dtype and net.weights_dtype != "float32":
+        widened = "float16" in net.weights_dtype
+        notes.append(f"stored as {net.weights_dtype}" + (", read as float32" if widened else ""))
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 def format_table(net: Net, rows: list[dict]) -> str:
@@ -149,7 +163,7 @@ def _totals_line(net: Net, summed: dict) -> str:
         )
     count = f"{summed['parameters']:,} parameters ({summed['float32_mib']:.1f} MiB as float32)"
     if summed["weights"]:
-        return f"{head}{count}, weights from {summed['weights']}"
+        return f"{head}{count}, weights from {summed['weights']}{weights_note(net)}"
     return f"{head}{count}, as the prototxt implies (no caffemodel given)"
 
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from converter import caffe_pb2
+from converter.deploy import DeployNetWarning, InputShapes, to_deploy
 from converter.errors import ConverterError
-from converter.io.caffemodel import StoredLayer, read_caffemodel, write_layers
+from converter.io import sniff
+from converter.io.caffemodel import StoredLayer, read_weight_file, write_layers
 from converter.io.prototxt import read_prototxt
 from converter.layers import (  # noqa: F401  (geometry helpers: their old home was here)
     LayerShapes,
@@ -52,12 +55,21 @@ class Layer:
 
 @dataclass
 class Net:
-    """A Caffe net in the TEST phase, with the blobs of a caffemodel when one was given."""
+    """A Caffe net in the TEST phase, with the blobs of a caffemodel when one was given.
+
+    ``changes``: how reading turned the file into a deploy net (empty for a deploy file
+    read as it is). ``weights_format``: the form the weights came in ("caffemodel",
+    "gzip-compressed caffemodel", "hdf5", ...); ``weights_dtype``: the stored precision of the
+    blobs the net uses ("float32", "float16", or e.g. "float16+float32" when mixed).
+    """
 
     name: str
     layers: list[Layer]
     source: str = "<net>"
     weights_source: str | None = None
+    changes: list[str] = field(default_factory=list)
+    weights_format: str | None = None
+    weights_dtype: str | None = None
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -107,16 +119,31 @@ class Net:
 # ----------------------------------------------------------------------------- reading
 
 
-def read_net(prototxt: str | os.PathLike, caffemodel: str | os.PathLike | None = None) -> Net:
+def read_net(
+    prototxt: str | os.PathLike,
+    caffemodel: str | os.PathLike | None = None,
+    input_shapes: InputShapes = None,
+) -> Net:
     """Read a net definition, and its weights when a caffemodel is given.
 
     Checks the pair the way Caffe does when it copies trained layers, only stricter: every
     layer that needs parameters must find them, with the shapes the prototxt implies.
+    A training net (train_val) is read as the deploy net Caffe runs (``converter.deploy``);
+    ``input_shapes`` (``{input blob: shape}``, or one shape for a one-input net) gives the
+    shapes the file cannot say, or replaces declared ones. The weights may be a binary
+    caffemodel (float, double or half precision, or compressed) or Caffe's HDF5 weights.
     """
     with gc_paused():
-        net = net_from_param(read_prototxt(prototxt), str(prototxt))
         if caffemodel is not None:
-            attach_weights(net, read_caffemodel(caffemodel), str(caffemodel))
+            sniff.check_pair(prototxt, caffemodel)
+        net = net_from_param(read_prototxt(prototxt), str(prototxt), input_shapes)
+        if caffemodel is not None:
+            weights = read_weight_file(caffemodel)
+            last = weights.format == "hdf5"
+            attach_weights(
+                net, weights.layers, str(caffemodel), same_name="last" if last else "first"
+            )
+            net.weights_format = weights.format
     return net
 
 
@@ -137,20 +164,24 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def net_from_param(param: caffe_pb2.NetParameter, source: str = "<net>") -> Net:
-    """Build a Net (TEST phase, no weights) from an upgraded NetParameter."""
-    layers = []
-    seen_names: set[str] = set()
-    for lp in param.layer:
-        if not _included_in_test(lp, param.state):
-            continue
-        if lp.name in seen_names:
-            raise ConverterError(f"{source}: layer name '{lp.name}' is used twice")
-        seen_names.add(lp.name)
-        layers.append(Layer(lp.name, lp.type, list(lp.bottom), list(lp.top), lp))
+def net_from_param(
+    param: caffe_pb2.NetParameter, source: str = "<net>", input_shapes: InputShapes = None
+) -> Net:
+    """Build a Net (TEST phase, no weights) from an upgraded NetParameter.
+
+    Layers of the TEST phase are kept (Caffe's include/exclude rules); a training net
+    becomes the deploy net Caffe runs, with one DeployNetWarning saying what changed
+    (``converter.deploy.to_deploy``, which also applies ``input_shapes``). Layer names may
+    repeat, as Caffe allows; ``attach_weights`` says which of them receive stored blobs.
+    """
+    kept = [lp for lp in param.layer if _included_in_test(lp, param.state)]
+    deploy, changes = to_deploy(kept, source, input_shapes, len(param.layer) - len(kept))
+    if changes:
+        warnings.warn(f"{source}: {'; '.join(changes)}", DeployNetWarning, stacklevel=2)
+    layers = [Layer(lp.name, lp.type, list(lp.bottom), list(lp.top), lp) for lp in deploy]
     if not layers:
         raise ConverterError(f"{source}: the net has no layers")
-    net = Net(name=param.name, layers=layers, source=source)
+    net = Net(name=param.name, layers=layers, source=source, changes=changes)
     _check_wiring(net)
     return net
 
@@ -193,27 +224,53 @@ def _check_wiring(net: Net) -> None:
         available.update(layer.tops)
 
 
-def attach_weights(net: Net, stored: list[StoredLayer], weights_source: str) -> None:
-    """Give each layer its stored blobs after checking names, counts and shapes."""
+class IgnoredLayersWarning(UserWarning):
+    """The caffemodel holds trained layers the prototxt does not use; Caffe ignores them too."""
+
+
+def attach_weights(
+    net: Net, stored: list[StoredLayer], weights_source: str, same_name: str = "first"
+) -> None:
+    """Give each layer its stored blobs after checking names, counts and shapes.
+
+    Caffe copies trained blobs by layer name (``Net::CopyTrainedLayersFrom``, net.cpp). A
+    stored layer whose name the net lacks is ignored (Caffe logs "Ignoring source layer";
+    here one IgnoredLayersWarning names them all). When several net layers share a name,
+    one of them receives the stored blobs: from a binary caffemodel the FIRST (Caffe
+    searches ``layer_names_`` from the start), from HDF5 weights the LAST
+    (``CopyTrainedLayersFromHDF5`` looks the name up in ``layer_names_index_``, where a later
+    layer overwrites an earlier one); ``same_name`` is "first" or "last" accordingly. The
+    other layers of that name receive nothing, so one that needs parameters is an error
+    (Caffe would run it with its filler's values). A layer with parameters but no stored
+    blobs is an error, as is a stored blob of another shape.
+    """
     by_name: dict[str, StoredLayer] = {}
     for item in stored:
         if item.name in by_name and item.blobs and by_name[item.name].blobs:
             raise ConverterError(f"{weights_source}: layer '{item.name}' is stored twice")
         if item.blobs or item.name not in by_name:
             by_name[item.name] = item
+    receiver: dict[str, int] = {}
+    for index, layer in enumerate(net.layers):
+        if same_name == "last" or layer.name not in receiver:
+            receiver[layer.name] = index
     try:
         expected_all = net.shapes()
     except ConverterError:
         expected_all = [LayerShapes([], None)] * len(net.layers)
     problems: list[str] = []
-    for layer, shapes in zip(net.layers, expected_all):
-        item = by_name.pop(layer.name, None)
+    dtypes: set[str] = set()
+    for position, (layer, shapes) in enumerate(zip(net.layers, expected_all)):
+        named = by_name.get(layer.name)
+        item = named if receiver[layer.name] == position else None
         expected = shapes.param_shapes
         if item is None or not item.blobs:
             if expected:
+                elsewhere = named is not None and named.blobs and item is None
                 problems.append(
                     f"layer '{layer.name}' ({layer.type}) needs {len(expected)} blob(s) "
                     "but the caffemodel has none for it"
+                    + (" (another layer of that name receives them)" if elsewhere else "")
                 )
             continue
         if expected is not None and len(item.blobs) != len(expected):
@@ -239,16 +296,21 @@ def attach_weights(net: Net, stored: list[StoredLayer], weights_source: str) -> 
                     f"the caffemodel has {tuple(blob.shape)}"
                 )
         layer.blobs = blobs
-    extra = [name for name, item in by_name.items() if item.blobs]
-    if extra:
-        listed = ", ".join(f"'{n}'" for n in extra[:10]) + (" ..." if len(extra) > 10 else "")
-        problems.append(
-            f"{len(extra)} layer(s) with weights are not in the prototxt {net.source}: {listed}"
-        )
+        dtypes.update(item.dtypes)
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise ConverterError(f"{weights_source}: does not match {net.source}: {problems[0]}{more}")
+    ignored = [name for name, item in by_name.items() if item.blobs and name not in receiver]
+    if ignored:
+        listed = ", ".join(f"'{n}'" for n in ignored[:10]) + (" ..." if len(ignored) > 10 else "")
+        warnings.warn(
+            f"{weights_source}: ignoring {len(ignored)} trained layer(s) that {net.source} "
+            f"does not use, as Caffe does: {listed}",
+            IgnoredLayersWarning,
+            stacklevel=3,
+        )
     net.weights_source = weights_source
+    net.weights_dtype = "+".join(sorted(dtypes)) if dtypes else None
 
 
 def _legacy_matches(legacy: Sequence[int], want: Shape) -> bool:
@@ -294,6 +356,19 @@ def infer_shapes(
             blobs[top] = tuple(int(d) for d in shape)
         result.append(shapes)
     return result
+
+
+def net_definition(net: Net) -> caffe_pb2.NetParameter:
+    """The net as Caffe would read it, without blobs or include/exclude rules: a deploy
+    NetParameter (for a training net, the deploy net it was read as)."""
+    param = caffe_pb2.NetParameter(name=net.name)
+    for layer in net.layers:
+        lp = param.layer.add()
+        lp.CopyFrom(layer.param)
+        del lp.blobs[:]
+        lp.ClearField("include")
+        lp.ClearField("exclude")
+    return param
 
 
 def write_caffemodel(net: Net, path: str | os.PathLike) -> None:

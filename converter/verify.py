@@ -11,20 +11,25 @@ rule that set the golden fixtures' tolerances from Caffe's float32 error).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from google.protobuf import text_format
 from torch import nn
 
 from converter.api import blobs, build_model, load
+from converter.deploy import InputShapes
 from converter.errors import ConverterError
-from converter.net import Net, read_net
+from converter.net import Net, net_definition, read_net, write_caffemodel
 from converter.parity import SATURATION, ParityReport, compare_blobs, saturated_share
 from converter.preprocess import InputWarning
 
@@ -124,6 +129,25 @@ def _check_memory(net: Net, input_name: str, shape: tuple[int, ...]) -> None:
         )
 
 
+@contextlib.contextmanager
+def _as_caffe_reads(
+    net: Net, prototxt: str | os.PathLike, caffemodel: str | os.PathLike
+) -> Iterator[tuple[str | os.PathLike, str | os.PathLike]]:
+    """The files an external runtime (pycaffe, OpenCV) is given: the user's own when it
+    reads them as we did, else a deploy prototxt and a float caffemodel of the net as read
+    (a training net made deploy, HDF5, half-precision or compressed weights, ...)."""
+    plain = net.weights_format == "caffemodel" and "float16" not in (net.weights_dtype or "")
+    if not net.changes and plain:
+        yield prototxt, caffemodel
+        return
+    with tempfile.TemporaryDirectory(prefix="caffe2torch-") as folder:
+        deploy = Path(folder) / "deploy.prototxt"
+        deploy.write_text(text_format.MessageToString(net_definition(net)))
+        weights = Path(folder) / "weights.caffemodel"
+        write_caffemodel(net, weights)
+        yield deploy, weights
+
+
 def verify(
     prototxt: str | os.PathLike,
     caffemodel: str | os.PathLike,
@@ -134,6 +158,7 @@ def verify(
     tolerance: float | None = None,
     generic: bool = False,
     converted: str | os.PathLike | None = None,
+    input_shapes: InputShapes = None,
 ) -> ParityReport:
     """Compare the conversion of the pair (or the ``converted`` file) with a reference.
 
@@ -144,13 +169,14 @@ def verify(
     rounding error where that is larger (the report says so). ``mean``/``scale`` apply to an
     image ``input`` only. ConverterError for bad input, including a ``converted`` file made
     from another net or (when its metadata holds the caffemodel's sha256) other weights.
+    ``input_shapes``: see ``read_net``.
     """
     from converter import references
 
     reference = os.fspath(reference)
     if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
         raise ConverterError(f"tolerance must be a finite number >= 0, not {tolerance}")
-    net = read_net(prototxt, caffemodel)
+    net = read_net(prototxt, caffemodel, input_shapes)
     net.shapes()  # a net our shape rules reject never reaches OpenCV or Caffe: they may crash
     metadata = None
     if converted is not None:
@@ -199,7 +225,8 @@ def verify(
     for kind in candidates:
         runner = references.opencv_blobs if kind == "opencv" else references.caffe_blobs
         try:
-            ref = runner(prototxt, caffemodel, {input_name: x}, order)
+            with _as_caffe_reads(net, prototxt, caffemodel) as (their_prototxt, their_weights):
+                ref = runner(their_prototxt, their_weights, {input_name: x}, order)
         except ConverterError as exc:
             if reference != "auto":
                 raise

@@ -73,6 +73,7 @@ def shared_cases(prefix: str = "") -> list[str]:
         for p in SHARED_FIXTURES.iterdir()
         if p.name.startswith(prefix)
         and (p / "case.json").is_file()
+        and (p / f"{p.name}.prototxt").is_file()  # a training-net case has train_val.prototxt
         and (p / f"{p.name}.caffemodel").is_file()
     )
     return names or [NO_SHARED]

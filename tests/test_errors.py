@@ -395,7 +395,6 @@ def test_non_utf8_prototxt(capsys, small, tmp_path):
 
 NET_ERRORS = {
     # name: (replace, with, words the message must contain)
-    "duplicate layer name": ('name: "relu1"', 'name: "bn1"', ["'bn1'", "twice"]),
     "bottom nobody produces": ('bottom: "pool1"', 'bottom: "pool2"', ["'fc'", "'pool2'"]),
     "no layers at all": (SMALL_PROTOTXT, 'name: "empty"\n', ["no layers"]),
     "V1 and current layers mixed": ('name: "small"', 'name: "small" layers { name: "x" }', ["V1"]),
@@ -495,11 +494,6 @@ def _missing_layer(param):
     del stored(param, "fc").blobs[:]
 
 
-def _extra_layer(param):
-    extra = param.layer.add(name="stranger", type="Convolution")
-    extra.blobs.add().data.extend([1.0])
-
-
 def _missing_blob(param):
     del stored(param, "scale1").blobs[1:]
 
@@ -562,7 +556,6 @@ PAIR_ERRORS = {
     # name: (change to the caffemodel, layer the message names, "blob N" when it applies)
     "wrong shape": (_wrong_shape, "conv1", "blob 0"),
     "missing layer": (_missing_layer, "fc", None),
-    "extra layer": (_extra_layer, "stranger", None),
     "missing blob": (_missing_blob, "scale1", None),
     "extra blob": (_extra_blob, "fc", None),
     "layer stored twice": (_stored_twice, "fc", None),
@@ -601,6 +594,25 @@ def test_caffemodel_that_does_not_fit_the_prototxt(capsys, small, tmp_path, case
 def test_another_nets_caffemodel(capsys, small, tmp_path):
     resnet = ROOT / "tests/fixtures/resnet18_w8/resnet18_w8.caffemodel"
     convert_fails(capsys, tmp_path, small / "small.prototxt", resnet, resnet, "does not match")
+
+
+def test_trained_layers_the_prototxt_lacks_are_ignored_with_one_warning(capsys, small, tmp_path):
+    """Caffe copies weights by name and ignores the rest ("Ignoring source layer"): so does
+    convert, with one warning line naming them; the converted tensors are the same."""
+    param = small_param(small)
+    for name in ("stranger", "onet_landmark"):
+        extra = param.layer.add(name=name, type="Convolution")
+        extra.blobs.add().data.extend([1.0])
+    extra = write_param(tmp_path / "extra.caffemodel", param)
+    proto = small / "small.prototxt"
+    ours, plain = tmp_path / "extra.safetensors", tmp_path / "plain.safetensors"
+    code, out, err = run_cli(capsys, "convert", proto, extra, "-o", ours)
+    lines = err.splitlines()
+    assert code == 0 and len(lines) == 1 and lines[0].startswith("caffe2torch: warning: "), err
+    for words in (str(extra), "ignoring 2 trained layer(s)", "'stranger'", "'onet_landmark'"):
+        assert words in lines[0], lines[0]
+    assert run_cli(capsys, "convert", proto, small / "small.caffemodel", "-o", plain)[0] == 0
+    assert _tensors(ours) == _tensors(plain)
 
 
 def test_copied_layer_parameters_in_the_caffemodel_never_change_the_net(capsys, small, tmp_path):

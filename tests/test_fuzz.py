@@ -246,9 +246,16 @@ HOSTILE = {
     "wire type 4 (end group)": (key(100, 4), "wire type 4"),
     "wire type 6": (key(5, 6), "wire type 6"),
     "wire type 7": (key(5, 7), "wire type 7"),
-    "length past the end": (key(100, 2) + varint(1000) + b"abc", "past its end"),
-    "length of 2^63": (key(100, 2) + varint((1 << 63) - 1), "past its end"),
-    "truncated varint": (key(100, 2) + b"\xff\xff", "truncated varint"),
+    "length past the end": (
+        key(100, 2) + varint(1000) + b"abc",
+        "truncated caffemodel: a length field runs 997 bytes past the end of the 7-byte file",
+    ),
+    "length of 2^63": (key(100, 2) + varint((1 << 63) - 1), "past the end of the 11-byte file"),
+    "length past the end of a layer": (
+        key(100, 2) + varint(5) + key(7, 2) + varint(9) + b"abc",
+        "not a valid caffemodel: field 7 runs 6 bytes past its end",  # damage, not a cut
+    ),
+    "truncated varint": (key(100, 2) + b"\xff\xff", "truncated .*ends inside a field header"),
     "varint longer than 10 bytes": (b"\xff" * 11 + b"\x01", "varint"),
     "truncated fixed32": (key(5, 5) + b"\x00\x00", "truncated"),
     "negative dim": (blob_in_layer(shape(-1, 4) + floats(4)), "negative"),

@@ -15,10 +15,12 @@ from conftest import (
     LEGACY,
     RESNET_CASES,
     load_case,
+    rel_error,
     shared_case,
     shared_cases,
 )
 from converter import caffe_pb2
+from converter.cli import main
 from converter.io.caffemodel import read_caffemodel
 from converter.io.prototxt import parse_prototxt
 from converter.net import net_from_param
@@ -226,7 +228,6 @@ def test_writer_round_trip_is_readable_by_protobuf(tmp_path):
     [
         (lambda w: w["conv1"].__setitem__(0, w["conv1"][0][:, :2]), "blob 0"),
         (lambda w: w.pop("fc1000"), "fc1000"),
-        (lambda w: w.__setitem__("extra_layer", [np.zeros(3, np.float32)]), "extra_layer"),
         (lambda w: w["bn_conv1"].pop(), "bn_conv1"),
     ],
 )
@@ -255,12 +256,42 @@ def test_syntax_error_names_file_line_and_column(tmp_path):
         converter.read_net(path)
 
 
+def _layer_ends(raw: bytes) -> list[tuple[int, int]]:
+    """(field number, end offset) of each top-level field of a valid caffemodel (all of them
+    length-delimited: the name and the layers)."""
+
+    def varint(pos: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            value |= (raw[pos] & 0x7F) << shift
+            shift += 7
+            pos += 1
+            if not raw[pos - 1] & 0x80:
+                return value, pos
+
+    ends, pos = [], 0
+    while pos < len(raw):
+        key, pos = varint(pos)
+        size, pos = varint(pos)
+        pos += size
+        ends.append((key >> 3, pos))
+    return ends
+
+
 def test_truncated_caffemodel_is_a_clear_error(tmp_path):
     raw = (FIXTURES / "resnet18_w8" / "resnet18_w8.caffemodel").read_bytes()
     path = tmp_path / "cut.caffemodel"
     path.write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(converter.ConverterError, match="cut.caffemodel: not a valid caffemodel"):
+    half = len(raw) // 2
+    with pytest.raises(converter.ConverterError) as err:
         converter.read_weights(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: truncated caffemodel: a length field runs ")
+    # the layer the cut falls in, and by how much: the bytes of it past the end
+    overrun = int(message.split(" runs ")[1].split(" bytes")[0].replace(",", ""))
+    ends = [end for _, end in _layer_ends(raw)]
+    assert overrun == min(end for end in ends if end > half) - half
+    assert f"the {half:,}-byte file" in message
 
 
 def test_absurd_declared_shape_is_rejected_without_allocating(tmp_path):
@@ -272,3 +303,201 @@ def test_absurd_declared_shape_is_rejected_without_allocating(tmp_path):
     path.write_bytes(net.SerializeToString())
     with pytest.raises(converter.ConverterError, match=r"layer 'huge', blob 0: .*2 values"):
         converter.read_weights(path)
+
+
+# ----------------------------------------------------------------------------- weight forms
+
+WEIGHT_FORMATS = FIXTURES / "weight_formats"
+H5 = WEIGHT_FORMATS / "weight_formats.caffemodel.h5"
+FP16 = WEIGHT_FORMATS / "weight_formats_fp16.caffemodel"
+
+
+def resnet18_params() -> dict[str, np.ndarray]:
+    with np.load(FIXTURES / "resnet18_w8" / "params.npz") as params:
+        return dict(params)
+
+
+def test_hdf5_weights_read_bit_equal():
+    """Caffe's own net.save_hdf5 of resnet18_w8: /data/<layer>/<i>, read by content."""
+    pytest.importorskip("h5py")
+    assert_bit_equal(converter.read_weights(H5), resnet18_params())
+    net = converter.read_net(WEIGHT_FORMATS / "weight_formats.prototxt", H5)
+    assert net.weights_format == "hdf5" and net.weights_dtype == "float32"
+    conv1 = net.layer("conv1").blobs[0]
+    assert not conv1.flags.owndata  # a view of the mapped file, as for binary caffemodels
+    binary = converter.read_net(FIXTURES / "resnet18_w8" / "resnet18_w8.prototxt")
+    assert [x.name for x in net.layers if x.blobs] == [
+        x.name for x, s in zip(binary.layers, binary.shapes()) if s.param_shapes
+    ]
+
+
+def test_hdf5_without_h5py_says_how_to_install(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py now raises ImportError
+    prototxt = WEIGHT_FORMATS / "weight_formats.prototxt"
+    assert main(["inspect", str(prototxt), str(H5)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"caffe2torch: error: {H5}: is Caffe HDF5 weights, which need h5py to read: "
+        'pip install "caffe2torch[hdf5]" (or pip install h5py)\n'
+    )
+
+
+def test_hdf5_layouts_caffe_would_not_write(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "odd.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("data/conv1/1", data=np.zeros(3, np.float32))
+    with pytest.raises(converter.ConverterError, match=r"'conv1' has blobs \[1\]: blob 0"):
+        converter.read_weights(path)
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("data/conv1/weight", data=np.zeros(3, np.float32))
+    with pytest.raises(converter.ConverterError, match="'weight' is not a blob"):
+        converter.read_weights(path)
+    with h5py.File(path, "w") as handle:  # float16, integer and chunked data read as Caffe's
+        group = handle.create_group("data/x")
+        group.create_dataset("0", data=np.array([1.5, -2.0], np.float16))
+        group.create_dataset("1", data=np.array([3, 4], np.int32))
+        group.create_dataset("2", data=np.arange(6.0), chunks=(2,), compression="gzip")
+    blobs = converter.read_weights(path)["x"]
+    assert [b.dtype for b in blobs] == [np.float32, np.float32, np.float64]
+    assert [b.tolist() for b in blobs] == [[1.5, -2.0], [3.0, 4.0], [0, 1, 2, 3, 4, 5]]
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(H5.read_bytes()[:5000])
+    with pytest.raises(converter.ConverterError, match="cut.h5: an HDF5 file that cannot be read"):
+        converter.read_weights(cut)
+
+
+def test_half_precision_blobs_read_as_float32():
+    """NVIDIA Caffe's raw_data_type FLOAT16 + raw_data: float16 of the weights, widened."""
+    weights = converter.read_weights(FP16)
+    rounded = {k: v.astype(np.float16).astype(np.float32) for k, v in resnet18_params().items()}
+    assert_bit_equal(weights, rounded)
+    net = converter.read_net(WEIGHT_FORMATS / "weight_formats.prototxt", FP16)
+    assert net.weights_format == "caffemodel" and net.weights_dtype == "float16"
+
+
+def test_raw_data_that_is_not_weights(tmp_path):
+    def blob(raw_type: int, raw: bytes, dims=(2,)) -> bytes:
+        shape = b"\x0a" + bytes([len(dims)]) + bytes(dims)
+        return b"\x3a" + bytes([len(shape)]) + shape + bytes([0x50, raw_type, 0x62, len(raw)]) + raw
+
+    cases = {
+        "int": (blob(3, b"\0" * 8), "raw_data of type INT is not a weight type"),
+        "short": (blob(2, b"\0" * 2), "blob declares 2 values but its float16 raw_data holds 1"),
+        "odd": (blob(2, b"\0" * 3), "float16 raw_data of 3 bytes is not a multiple of 2"),
+        "double": (blob(0, np.array([1.0, 2.0]).tobytes()), None),  # the enum's default
+    }
+    for name, (data, words) in cases.items():
+        path = tmp_path / f"{name}.caffemodel"
+        layer = b"\x0a\x01x" + b"\x3a" + bytes([len(data)]) + data
+        path.write_bytes(b"\xa2\x06" + bytes([len(layer)]) + layer)
+        if words is None:
+            assert converter.read_weights(path)["x"][0].tolist() == [1.0, 2.0]
+            continue
+        with pytest.raises(converter.ConverterError, match=f"layer 'x', blob 0: {words}"):
+            converter.read_weights(path)
+
+
+@pytest.mark.parametrize(
+    ("weights", "reference"),
+    [(H5, "blobs.npz"), (FP16, "blobs_fp16.npz")],
+    ids=["hdf5", "float16"],
+)
+def test_weight_formats_match_caffe(capsys, tmp_path, weights, reference):
+    """Real Caffe's outputs through convert + load and through verify --reference."""
+    if weights == H5:
+        pytest.importorskip("h5py")
+    info = json.loads((WEIGHT_FORMATS / "case.json").read_text())
+    prototxt = WEIGHT_FORMATS / "weight_formats.prototxt"
+    x = np.load(FIXTURES / "resnet18_w8" / "input.npy")[:1, :, 12:212, 12:212]  # case.json
+    out = tmp_path / "model.safetensors"
+    converter.convert(prototxt, weights, out)
+    model = converter.load(out)
+    ours = converter.blobs(model, x)
+    with np.load(WEIGHT_FORMATS / reference) as saved:
+        errors = {name: rel_error(ours[name].numpy(), saved[name]) for name in saved.files}
+    assert set(errors) == set(info["blobs_saved"])
+    assert max(errors.values()) <= info["tolerance_rel"], errors
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="np") as handle:
+        source_dtype = handle.metadata()["source_dtype"]
+    assert source_dtype == ("float16" if weights == FP16 else "float32")
+    np.save(tmp_path / "x.npy", x)
+    argv = ["verify", prototxt, weights, "--reference", WEIGHT_FORMATS / reference]
+    argv += ["--input", tmp_path / "x.npy", "--tol", info["tolerance_rel"]]
+    assert main([str(a) for a in argv]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("PASS: 5 blobs")
+    assert main(["inspect", str(prototxt), str(weights)]) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-2]  # the totals line
+    note = "(stored as float16, read as float32)" if weights == FP16 else "(hdf5)"
+    assert summary.endswith(f"weights from {weights} {note}")
+
+
+def test_ignored_trained_layers_warn_once_through_the_api(tmp_path):
+    """MTCNN's caffemodel carries a trained layer its prototxt lacks: Caffe ignores it."""
+    case = load_case("resnet18_w8")
+    net = converter.read_net(case.prototxt, case.caffemodel)
+    stored = [
+        (caffe_pb2.LayerParameter(name=x.name).SerializeToString(), x.blobs) for x in net.layers
+    ]
+    stored.append((caffe_pb2.LayerParameter(name="conv6-3").SerializeToString(), [np.ones(4)]))
+    from converter.io.caffemodel import write_layers
+
+    extra = tmp_path / "extra.caffemodel"
+    write_layers(extra, "mtcnn", stored)
+    with pytest.warns(converter.IgnoredLayersWarning) as caught:
+        again = converter.read_net(case.prototxt, extra)
+    assert len(caught) == 1 and "ignoring 1 trained layer(s)" in str(caught[0].message)
+    assert "'conv6-3'" in str(caught[0].message)
+    for a, b in zip(net.layers, again.layers):
+        assert all(np.array_equal(x, y) for x, y in zip(a.blobs, b.blobs))
+
+
+# ----------------------------------------------------------------------------- encodings
+
+GBK_COMMENTS = (
+    'name: "gbk"  # \xd6\xd0\xce\xc4 comment in GBK\n'
+    "# \xbe\xed\xbb\xfd\xb2\xe3 on a line of its own\n"
+    'layer { name: "data" type: "Input" top: "data"  # \xca\xe4\xc8\xeb\n'
+    "  input_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } } }\n"
+    'layer { name: "a#b" type: "ReLU" bottom: "data" top: "r" }  # \xbc\xa4\xbb\xee\n'
+).encode("latin-1")
+
+
+@pytest.mark.parametrize("reader", ["fast", "text_format"])
+def test_legacy_encoded_comments_are_accepted(tmp_path, monkeypatch, reader):
+    """Caffe's parser skips comments whatever bytes they hold; both of our parsing paths
+    (the fast tokenizer and protobuf's text_format) read the same net."""
+    from converter.io import prototxt as prototxt_module
+
+    if reader == "text_format":
+        monkeypatch.setattr(prototxt_module, "parse_text", lambda text, message: None)
+    path = tmp_path / "gbk.prototxt"
+    path.write_bytes(GBK_COMMENTS)
+    net = converter.read_net(path)
+    assert [(x.name, x.type) for x in net.layers] == [("data", "Input"), ("a#b", "ReLU")]
+    assert net.input_shapes() == {"data": (1, 3, 4, 4)}
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (b'name: "gb\xd6\xd0"\n', "1:10: not UTF-8 text (byte 0xd6 in a string)"),
+        (
+            b'name: "x" # ok \xd6\xd0\nlayer { name: "a\xff" }\n',
+            "2:17: not UTF-8 text (byte 0xff in a string)",
+        ),
+        (b"name: \xd6\xd0\n", "1:7: not UTF-8 text (byte 0xd6)"),
+    ],
+)
+def test_legacy_bytes_outside_comments_name_line_and_column(tmp_path, text, where):
+    path = tmp_path / "bad.prototxt"
+    path.write_bytes(text)
+    with pytest.raises(converter.ConverterError) as err:
+        converter.read_net(path)
+    assert str(err.value) == (
+        f"{path}:{where}; save the file as UTF-8 (only # comments may hold other encodings)"
+    )

@@ -4,12 +4,22 @@ The reader walks the protobuf wire format itself: it only needs layer names, typ
 blobs, and a packed float field can then be viewed in place (``np.frombuffer`` over a
 memory map) instead of being decoded into millions of Python floats. Layer parameters
 stored in a caffemodel are skipped on purpose: the prototxt alone decides structure.
+
+``read_weight_file`` accepts every form Caffe's weights arrive in: binary caffemodels
+(float, double, and NVIDIA Caffe's half-precision ``raw_data``), Caffe's HDF5 weights
+(``converter.io.hdf5``), and a caffemodel compressed with gzip, bzip2 or xz, which is read
+directly. Files of other kinds are recognised from their first bytes
+(``converter.io.sniff``) and named in the error.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import mmap
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from converter.errors import ConverterError, file_error
+from converter.io import sniff
 from converter.io.atomic import atomic_write
 from converter.io.upgrade import V1_TYPE_NAMES
 
@@ -31,6 +42,10 @@ _V0_NAME, _V0_TYPE, _V0_BLOBS = 1, 2, 50
 # BlobProto fields
 _BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH = 1, 2, 3, 4
 _BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE_DATA = 5, 7, 8
+# NVIDIA Caffe's BlobProto: raw_data_type (enum Type) and raw_data (bytes)
+_BLOB_RAW_TYPE, _BLOB_RAW_DATA = 10, 12
+_RAW_TYPES = {0: ("<f8", "float64"), 1: ("<f4", "float32"), 2: ("<f2", "float16")}
+_RAW_TYPE_NAMES = {3: "INT", 4: "UINT", 5: "BOOL"}  # NVIDIA's other Type values
 _SHAPE_DIM = 1
 
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
@@ -44,10 +59,31 @@ class StoredLayer:
     type: str
     blobs: list[np.ndarray] = field(default_factory=list)
     legacy_dims: list[bool] = field(default_factory=list)
+    dtypes: list[str] = field(default_factory=list)  # as stored: float32, float16, float64
+
+
+@dataclass
+class WeightFile:
+    """The layers of a weights file, and the form they came in.
+
+    ``format``: "caffemodel", "gzip-compressed caffemodel" (or bzip2, xz) or "hdf5". Which net
+    layer of a repeated name receives a stored layer depends on it (``net.attach_weights``).
+    """
+
+    layers: list[StoredLayer]
+    format: str
 
 
 class _WireError(Exception):
     """Malformed protobuf bytes; turned into a ConverterError naming the file."""
+
+
+class _PastEnd(_WireError):
+    """A length field runs past the end of the message holding it."""
+
+    def __init__(self, number: int, key_at: int, overrun: int):
+        super().__init__(f"field {number} runs {overrun} bytes past its end")
+        self.number, self.key_at, self.overrun = number, key_at, overrun
 
 
 class _Reader:
@@ -76,6 +112,7 @@ class _Reader:
     def fields(self) -> Iterator[tuple[int, int, int, int]]:
         """Yield (field number, wire type, value or payload start, payload end)."""
         while self.pos < self.end:
+            key_at = self.pos
             key = self.varint()
             number, wire = key >> 3, key & 7
             if number == 0:
@@ -87,9 +124,7 @@ class _Reader:
                 size = self.varint()
                 start = self.pos
                 if size > self.end - start:
-                    raise _WireError(
-                        f"field {number} runs {size - (self.end - start)} bytes past its end"
-                    )
+                    raise _PastEnd(number, key_at, size - (self.end - start))
                 self.pos = start + size
                 yield number, wire, start, self.pos
             elif wire in (_FIXED32, _FIXED64):
@@ -136,13 +171,16 @@ def _fixed_run(buf, reader: _Reader, first: int, tag: int, width: int, dtype: st
     return values
 
 
-def _parse_blob(buf, start: int, end: int) -> tuple[np.ndarray, bool]:
-    """Return (array in the blob's declared shape, whether legacy 4-D dims were used)."""
+def _parse_blob(buf, start: int, end: int) -> tuple[np.ndarray, bool, str]:
+    """Return (array in the blob's declared shape, whether legacy 4-D dims were used, the
+    stored dtype's name). Half-precision ``raw_data`` is widened to float32."""
     reader = _Reader(buf, start, end)
     legacy = {}
     dims: list[int] = []
     chunks: list[np.ndarray] = []
     double_chunks: list[np.ndarray] = []
+    raw: list[tuple[int, int]] = []
+    raw_type = 0  # the proto2 default of NVIDIA's enum Type: its first value, DOUBLE
     for number, wire, a, b in reader.fields():
         if number in (_BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH) and wire == _VARINT:
             legacy[number] = _signed64(a) if a >= 1 << 31 else a
@@ -167,6 +205,10 @@ def _parse_blob(buf, start: int, end: int) -> tuple[np.ndarray, bool]:
         elif number == _BLOB_DOUBLE_DATA and wire == _FIXED64:
             tag = (_BLOB_DOUBLE_DATA << 3) | _FIXED64
             double_chunks.append(_fixed_run(buf, reader, a, tag, 8, "<f8"))
+        elif number == _BLOB_RAW_TYPE and wire == _VARINT:
+            raw_type = a
+        elif number == _BLOB_RAW_DATA and wire == _LEN:
+            raw.append((a, b))
     if legacy:
         shape = [legacy.get(n, 0) for n in (_BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH)]
     else:
@@ -175,16 +217,43 @@ def _parse_blob(buf, start: int, end: int) -> tuple[np.ndarray, bool]:
         raise _WireError(f"negative dimension in blob shape {tuple(shape)}")
     if chunks and double_chunks:
         raise _WireError("blob has both float and double data")
-    parts = chunks or double_chunks
-    data = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, "<f4")
+    if raw and (chunks or double_chunks):
+        raise _WireError("blob has both raw_data and float or double data")
     expected = 1
     for d in shape:
         expected *= d
+    if raw:
+        data, dtype = _raw_values(buf, raw, raw_type, expected)
+    else:
+        parts = chunks or double_chunks
+        data = (
+            parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, "<f4")
+        )
+        dtype = "float64" if double_chunks else "float32"
     if data.size != expected:
         raise _WireError(
             f"blob declares shape {tuple(shape)} ({expected} values) but holds {data.size} values"
         )
-    return data.reshape(shape), bool(legacy)
+    return data.reshape(shape), bool(legacy), dtype
+
+
+def _raw_values(buf, spans: list[tuple[int, int]], raw_type: int, expected: int):
+    """(float array, stored dtype name) of NVIDIA Caffe's ``raw_data`` bytes (the last
+    ``raw_data`` field wins, as protobuf merges a singular bytes field)."""
+    if raw_type not in _RAW_TYPES:
+        name = _RAW_TYPE_NAMES.get(raw_type, str(raw_type))
+        raise _WireError(f"raw_data of type {name} is not a weight type (FLOAT16, FLOAT, DOUBLE)")
+    code, dtype = _RAW_TYPES[raw_type]
+    a, b = spans[-1]
+    width = np.dtype(code).itemsize
+    if (b - a) % width:
+        raise _WireError(f"{dtype} raw_data of {b - a} bytes is not a multiple of {width}")
+    if (b - a) // width != expected:
+        raise _WireError(
+            f"blob declares {expected} values but its {dtype} raw_data holds {(b - a) // width}"
+        )
+    values = np.frombuffer(buf, code, count=(b - a) // width, offset=a)
+    return (values.astype(np.float32) if dtype == "float16" else values), dtype
 
 
 def _parse_layer(buf, start: int, end: int, v1: bool) -> StoredLayer:
@@ -212,11 +281,12 @@ def _parse_layer(buf, start: int, end: int, v1: bool) -> StoredLayer:
                     blob_spans.append((a0, b0))
     for index, (a, b) in enumerate(blob_spans):
         try:
-            array, legacy = _parse_blob(buf, a, b)
+            array, legacy, dtype = _parse_blob(buf, a, b)
         except _WireError as exc:
             raise _WireError(f"layer '{layer.name}', blob {index}: {exc}") from None
         layer.blobs.append(array)
         layer.legacy_dims.append(legacy)
+        layer.dtypes.append(dtype)
     return layer
 
 
@@ -234,35 +304,153 @@ def _map_file(path: Path) -> mmap.mmap | bytes:
 
 
 def read_caffemodel(path: str | os.PathLike) -> list[StoredLayer]:
-    """Every layer stored in a caffemodel, in file order, with its blobs as NumPy arrays.
+    """Every layer stored in a weights file, in file order, with its blobs as NumPy arrays.
 
     Float blobs are read-only views of a memory map of the file; legacy blobs keep
     their 4-D ``num/channels/height/width`` shape (``read_net`` reshapes them to the
-    net's shapes, as Caffe does).
+    net's shapes, as Caffe does). Every form ``read_weight_file`` reads is accepted.
+    """
+    return read_weight_file(path).layers
+
+
+def read_weight_file(path: str | os.PathLike) -> WeightFile:
+    """The layers of a caffemodel in any form Caffe's weights come in, recognised by content.
+
+    Binary caffemodels (float, double or half-precision blobs), Caffe's HDF5 weights, and a
+    caffemodel compressed with gzip, bzip2 or xz (decompressed in memory). Anything else,
+    and a truncated file, is a ConverterError that says what the file is.
     """
     path = Path(path)
     buf = _map_file(path)
-    layers: list[StoredLayer] = []
+    head = bytes(buf[: sniff.HEAD_BYTES])
+    kind = sniff.check_not_impostor(path, "caffemodel", head)
+    if kind == "hdf5":
+        from converter.io.hdf5 import read_hdf5_weights
+
+        return WeightFile(read_hdf5_weights(path), "hdf5")
+    if kind is not None:
+        data = _decompress(path, kind)
+        inner = sniff.identify(data[: sniff.HEAD_BYTES])
+        what = sniff.COMPRESSED[kind]
+        if inner == "tar":
+            raise ConverterError(
+                f"{path}: is a {what}-compressed tar archive, not a caffemodel: unpack it "
+                f"first (`tar -xf {path}`) and pass the caffemodel inside"
+            )
+        if inner is not None:
+            raise ConverterError(
+                f"{path}: holds {sniff.WHAT[inner]}, {what}-compressed, not a caffemodel: "
+                f"decompress it first (`{what} -dc {path}`) and look at what it is"
+            )
+        return WeightFile(
+            _parse_net(data, path, f" ({what}-compressed)"), f"{what}-compressed caffemodel"
+        )
+    if sniff.is_text(head):
+        if sniff.looks_like_prototxt(head):
+            raise ConverterError(
+                f"{path}: is a prototxt (network definition in text format), not binary "
+                "weights: pass it as the model definition and give the .caffemodel as weights"
+            )
+        raise ConverterError(sniff.short_text_message(path, "caffemodel", bytes(buf[:4096])))
+    return WeightFile(_parse_net(buf, path), "caffemodel")
+
+
+def _decompress(path: Path, kind: str) -> bytes:
+    opener = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}[kind]
     try:
-        for number, wire, a, b in _Reader(buf, 0, len(buf)).fields():
+        with opener(path, "rb") as handle:
+            return handle.read()
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+        raise ConverterError(
+            f"{path}: is {sniff.COMPRESSED[kind]}-compressed, but the compressed data is "
+            f"damaged or truncated ({exc}); download or copy it again"
+        ) from None
+
+
+def _parse_net(buf, path: Path, within: str = "") -> list[StoredLayer]:
+    """The stored layers of binary NetParameter bytes; errors name ``path``."""
+    layers: list[StoredLayer] = []
+    fields = _Reader(buf, 0, len(buf)).fields()
+    try:
+        while True:
+            try:
+                number, wire, a, b = next(fields)
+            except StopIteration:
+                break
+            except _WireError as exc:  # at the top level: where a truncated file shows
+                raise ConverterError(
+                    _top_level_problem(buf, path, exc, len(layers), within)
+                ) from None
             if wire == _LEN and number in (_NET_LAYER, _NET_LAYERS_V1):
                 layers.append(_parse_layer(buf, a, b, v1=number == _NET_LAYERS_V1))
-    except _WireError as exc:
-        raise ConverterError(f"{path}: not a valid caffemodel: {exc}") from None
-    except (ValueError, OverflowError) as exc:
-        raise ConverterError(f"{path}: not a valid caffemodel: {exc}") from None
+    except (_WireError, ValueError, OverflowError) as exc:
+        raise ConverterError(f"{path}: not a valid caffemodel{within}: {exc}") from None
     if not layers:
-        raise ConverterError(f"{path}: not a valid caffemodel: it holds no layers")
+        blob = blob_shape(buf)
+        if blob is not None:
+            raise ConverterError(sniff.binaryproto_message(path, "caffemodel", blob))
+        raise ConverterError(f"{path}: not a valid caffemodel{within}: it holds no layers")
     return layers
 
 
+def _top_level_problem(buf, path: Path, exc: _WireError, done: int, within: str) -> str:
+    """The message for a malformed top-level field: a truncated file says by how much."""
+    size = len(buf)
+    if isinstance(exc, _PastEnd) or str(exc) == "truncated varint":
+        where = f"layer {done + 1}" + (f" ('{name}')" if (name := _name_at(buf, exc)) else "")
+        if isinstance(exc, _PastEnd):
+            how = (
+                f"a length field runs {exc.overrun:,} bytes past the end of the {size:,}-byte file"
+            )
+        else:
+            how = f"the {size:,}-byte file ends inside a field header"
+        return (
+            f"{path}: truncated caffemodel{within}: {how} (it stops in {where}); download or "
+            "copy it again"
+        )
+    return f"{path}: not a valid caffemodel{within}: {exc}"
+
+
+def _name_at(buf, exc: _WireError) -> str | None:
+    """The name of the layer that a top-level field running past the end begins, when the
+    bytes that are there hold a printable one."""
+    if not isinstance(exc, _PastEnd) or exc.number not in (_NET_LAYER, _NET_LAYERS_V1):
+        return None
+    name_field = _V1_NAME if exc.number == _NET_LAYERS_V1 else _LAYER_NAME
+    reader = _Reader(buf, exc.key_at, len(buf))
+    try:
+        reader.varint()  # the key
+        reader.varint()  # the length that runs past the end
+        for number, wire, a, b in reader.fields():
+            if number == name_field and wire == _LEN:
+                name = _text(buf, a, b)
+                return name if name.isprintable() else None
+    except _WireError:
+        return None
+    return None
+
+
+def blob_shape(buf) -> tuple[int, ...] | None:
+    """The shape of ``buf`` read as one BlobProto holding data (a .binaryproto), else None."""
+    try:
+        array, _, _ = _parse_blob(buf, 0, len(buf))
+    except (_WireError, ValueError, OverflowError):
+        return None
+    return tuple(array.shape) if array.size else None
+
+
 def read_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
-    """Map each layer name of a caffemodel to its blobs, in Caffe's blob order."""
+    """Map each layer name of a weights file to its blobs, in Caffe's blob order.
+
+    A name stored again without blobs (Caffe saves every layer, so a net with repeated
+    names saves them repeatedly) is skipped; a name stored twice with blobs is an error.
+    """
     weights: dict[str, list[np.ndarray]] = {}
     for layer in read_caffemodel(path):
-        if layer.name in weights:
+        if layer.name in weights and layer.blobs and weights[layer.name]:
             raise ConverterError(f"{path}: layer '{layer.name}' is stored twice")
-        weights[layer.name] = layer.blobs
+        if layer.blobs or layer.name not in weights:
+            weights[layer.name] = layer.blobs
     return weights
 
 
@@ -271,7 +459,7 @@ def read_blob(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     buf = _map_file(path)
     try:
-        array, _ = _parse_blob(buf, 0, len(buf))
+        array, _, _ = _parse_blob(buf, 0, len(buf))
     except (_WireError, ValueError, OverflowError) as exc:
         raise ConverterError(f"{path}: not a valid binaryproto blob: {exc}") from None
     if array.size == 0:

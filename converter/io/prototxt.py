@@ -11,26 +11,97 @@ from google.protobuf import text_format
 
 from converter import caffe_pb2
 from converter.errors import ConverterError, file_error
+from converter.io import sniff
+from converter.io.caffemodel import blob_shape
 from converter.io.textproto import parse_text
 from converter.io.upgrade import FORK_FIELDS, upgrade_net
 
 
 def read_text(path: str | os.PathLike) -> str:
-    """The file's text; every way of failing to get it is a ConverterError naming the file."""
+    """The file's text; every way of failing to get it is a ConverterError naming the file.
+
+    A file that is not a prototxt at all (a web page, a Git LFS pointer, an archive, binary
+    weights, ...) is named for what it is (``converter.io.sniff``). Bytes that are not
+    UTF-8 are accepted inside ``#`` comments, which Caffe's parser skips whatever they hold
+    (Chinese comments in GBK are common); anywhere else they are an error naming the line
+    and column.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise file_error(path, exc) from None
+    head = data[: sniff.HEAD_BYTES]
+    sniff.check_not_impostor(path, "prototxt", head)
+    if b"\x00" in head:
+        raise ConverterError(_binary_message(path, data))
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ConverterError(
-            f"{path}:{line}:{column}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
-            "is this a binary file?"
-        ) from None
+    except UnicodeDecodeError:
+        return _decode_with_legacy_comments(data, path)
+
+
+def _binary_message(path: Path, data: bytes) -> str:
+    """What binary bytes given as a prototxt are: weights, a mean blob, or something else."""
+    if sniff.looks_like_caffemodel(data[: sniff.HEAD_BYTES]):
+        return (
+            f"{path}: is a binary caffemodel (weights), not a prototxt (text): give the net "
+            "definition first and the weights second"
+        )
+    shape = blob_shape(data)
+    if shape is not None:
+        return sniff.binaryproto_message(path, "prototxt", shape)
+    return f"{path}: is binary data, not a prototxt (text)"
+
+
+def _decode_with_legacy_comments(data: bytes, path: Path) -> str:
+    """UTF-8 text where undecodable bytes in ``#`` comments become U+FFFD; elsewhere they
+    are an error at their line and (byte) column."""
+    lines = []
+    for number, line in enumerate(data.split(b"\n"), 1):
+        try:
+            lines.append(line.decode("utf-8"))
+            continue
+        except UnicodeDecodeError:
+            pass
+        comment = _comment_start(line)
+        code = line if comment is None else line[:comment]
+        try:
+            text = code.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if sniff.looks_like_caffemodel(data[: sniff.HEAD_BYTES]) or blob_shape(data):
+                raise ConverterError(_binary_message(path, data)) from None
+            raise ConverterError(
+                f"{path}:{number}:{exc.start + 1}: not UTF-8 text (byte 0x{code[exc.start]:02x}"
+                f"{' in a string' if _in_string(code, exc.start) else ''}); save the file as "
+                "UTF-8 (only # comments may hold other encodings)"
+            ) from None
+        lines.append(text + line[len(code) :].decode("utf-8", "replace"))
+    return "\n".join(lines)
+
+
+def _comment_start(line: bytes) -> int | None:
+    """Index of the ``#`` that starts a comment on this line (outside quotes), or None."""
+    quote = None
+    index = 0
+    while index < len(line):
+        byte = line[index : index + 1]
+        if quote:
+            if byte == b"\\":
+                index += 1
+            elif byte == quote:
+                quote = None
+        elif byte in (b'"', b"'"):
+            quote = byte
+        elif byte == b"#":
+            return index
+        index += 1
+    return None
+
+
+def _in_string(code: bytes, index: int) -> bool:
+    """Whether ``code[index]`` lies inside a quoted string."""
+    return _comment_start(code[:index] + b"#") != index
 
 
 def parse_prototxt(text: str, source: str = "<prototxt>") -> caffe_pb2.NetParameter:
@@ -232,5 +303,17 @@ def _offset(text: str, line: int, column: int) -> int:
 
 
 def read_prototxt(path: str | os.PathLike) -> caffe_pb2.NetParameter:
-    """Read and upgrade a prototxt file."""
-    return parse_prototxt(read_text(path), str(path))
+    """Read and upgrade a prototxt file.
+
+    A short text that does not parse (a server's "404: Not Found" saved under the name) is
+    named for what it is rather than reported as a syntax error.
+    """
+    text = read_text(path)
+    try:
+        return parse_prototxt(text, str(path))
+    except ConverterError:
+        data = text.encode("utf-8", "replace")
+        short = len(data) <= sniff.SHORT_TEXT_BYTES and "{" not in text
+        if short and not sniff.looks_like_prototxt(data):
+            raise ConverterError(sniff.short_text_message(path, "prototxt", data)) from None
+        raise
