@@ -21,6 +21,7 @@ _LAZY = {
     "build_model": "converter.api",
     "convert": "converter.conversion",
     "load": "converter.api",
+    "stream_blobs": "converter.api",
     "CaffeResNet": "converter.resnet",
     "recognize": "converter.resnet",
     "resnet18_caffe": "converter.resnet",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ __all__ = [
     "convert",
     "load",
     "model_from_config",
+    "stream_blobs",
     "warn_non_finite",
 ]
 
@@ -123,14 +124,30 @@ def blobs(
     ``x`` is cast to the model's floating dtype and device; a model without parameters or
     buffers (only pooling, activations, ...) runs in ``x``'s own floating dtype.
     """
+    with torch.no_grad():
+        return model.forward_blobs(_model_input(model, x), names=names)
+
+
+def stream_blobs(
+    model: nn.Module,
+    x: torch.Tensor | np.ndarray,
+    on_final: Callable[[str, torch.Tensor], None],
+    names: Sequence[str] | None = None,
+) -> None:
+    """``blobs`` one at a time: ``on_final(name, value)`` gets each blob as soon as it holds
+    its final value, and the model keeps only the blobs later layers need, so memory stays
+    at a few blobs, not all of them."""
+    with torch.no_grad():
+        model.forward_blobs(_model_input(model, x), names=names, on_final=on_final)
+
+
+def _model_input(model: nn.Module, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """``x`` as a tensor in the model's floating dtype and on its device."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
     held = next(model.parameters(), None)
     if held is None:
         held = next((b for b in model.buffers() if b.is_floating_point()), None)
     if held is not None:
-        x = x.to(device=held.device, dtype=held.dtype)
-    elif not x.is_floating_point():
-        x = x.to(torch.get_default_dtype())
-    with torch.no_grad():
-        return model.forward_blobs(x, names=names)
+        return x.to(device=held.device, dtype=held.dtype)
+    return x if x.is_floating_point() else x.to(torch.get_default_dtype())

@@ -95,6 +95,7 @@ def _run_verify(args: argparse.Namespace, converted=None):
         generic=args.generic,
         converted=converted,
         input_shapes=input_shapes(args.input_shape),
+        progress=not args.quiet,
     )
     print(report.format(), file=_text_stream(args))
     if args.json == "-":

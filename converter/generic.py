@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import keyword
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +47,7 @@ from converter.export import owned_tensors
 from converter.io.prototxt import parse_prototxt
 from converter.layers import LayerType, lookup, supported_layer_types
 from converter.layers.registry import unknown_layers_message
-from converter.net import Layer, Net, net_definition, net_from_param
+from converter.net import Layer, Net, final_writes, net_definition, net_from_param, sharing_groups
 
 __all__ = ["CaffeGraph", "graph_arrays", "supported_layer_types"]
 
@@ -93,7 +93,7 @@ class CaffeGraph(nn.Module):
         self._steps: list[_Step] = []
         self._blob_names = set(net.blob_names())
         self._release: dict[int, list[str]] = {}
-        groups = _sharing_groups(net)
+        groups = sharing_groups(net)
         steps = []
         produced: set[str] = set()
         for layer, layer_shapes in zip(net.layers, shapes):
@@ -122,6 +122,7 @@ class CaffeGraph(nn.Module):
             blob_shapes.update(zip(layer.tops, layer_shapes.top_shapes))
         self._steps = steps
         self._release = _release_points(steps)
+        self._stream_points = _stream_points(steps, final_writes(net))
         self.eval()
 
     # ------------------------------------------------------------------ construction
@@ -174,17 +175,35 @@ class CaffeGraph(nn.Module):
         return self._run(inputs, {self.output_name})[self.output_name]
 
     def forward_blobs(
-        self, *inputs: torch.Tensor, names: Sequence[str] | None = None
+        self,
+        *inputs: torch.Tensor,
+        names: Sequence[str] | None = None,
+        on_final: Callable[[str, torch.Tensor], None] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Every blob (or those in ``names``) as Caffe holds it after the forward pass."""
+        """Every blob (or those in ``names``) as Caffe holds it after the forward pass.
+
+        With ``on_final``, each blob is handed to ``on_final(name, value)`` as soon as it
+        holds its final value (after the last layer writing it, or writing a blob that
+        shares its memory) and is not kept: only the blobs later layers need are held, and
+        the result is empty.
+        """
         if names is not None:
             unknown = [n for n in names if n not in self._blob_names]
             if unknown:
                 raise KeyError(f"no blob(s) named {unknown} in this net")
+        if on_final is not None:
+            wanted = self._blob_names if names is None else set(names)
+            self._run(inputs, set(), lambda n, v: on_final(n, v) if n in wanted else None)
+            return {}
         blobs = self._run(inputs, None if names is None else set(names))
         return blobs if names is None else {n: blobs[n] for n in names}
 
-    def _run(self, inputs: Sequence[torch.Tensor], keep: set[str] | None) -> dict:
+    def _run(
+        self,
+        inputs: Sequence[torch.Tensor],
+        keep: set[str] | None,
+        on_final: Callable[[str, torch.Tensor], None] | None = None,
+    ) -> dict:
         if len(inputs) != len(self.input_names):
             raise TypeError(
                 f"the net takes {len(self.input_names)} input(s) {self.input_names}, "
@@ -207,7 +226,13 @@ class CaffeGraph(nn.Module):
                 for other in shared:
                     if other in blobs:
                         blobs[other] = blobs[top].reshape(blobs[other].shape)
-            if keep is not None:
+            if on_final is not None:  # streaming: hand over final values, hold only what is needed
+                final_at, release_at = self._stream_points
+                for name in final_at.get(index, ()):
+                    on_final(name, blobs[name])
+                for name in release_at.get(index, ()):
+                    del blobs[name]
+            elif keep is not None:
                 for name in self._release.get(index, ()):
                     if name not in keep:
                         del blobs[name]
@@ -224,6 +249,25 @@ def _release_points(steps: list[_Step]) -> dict[int, list[str]]:
     for name, index in last.items():
         by_index.setdefault(index, []).append(name)
     return by_index
+
+
+def _stream_points(
+    steps: list[_Step], final: Mapping[str, int]
+) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """(step index -> blobs whose value is final after it, step index -> blobs to let go
+    after it) for ``forward_blobs(on_final=...)``; ``final`` is ``net.final_writes``. A blob
+    is held until it is final, since an in-place write to a blob sharing its memory still
+    changes it, and until the last step reading it."""
+    touched: dict[str, int] = {}
+    for index, step in enumerate(steps):
+        for name in step.bottoms + step.tops:
+            touched[name] = index
+    final_at: dict[int, list[str]] = {}
+    release_at: dict[int, list[str]] = {}
+    for name, index in final.items():
+        final_at.setdefault(index, []).append(name)
+        release_at.setdefault(max(index, touched[name]), []).append(name)
+    return final_at, release_at
 
 
 def _record(layer: Layer) -> LayerType:
@@ -259,23 +303,6 @@ def _check_tops(layer: Layer, record: LayerType, produced: set[str], where: str)
             f"for this type; in-place types: {', '.join(in_place_types)}"
         )
     return in_place
-
-
-def _sharing_groups(net: Net) -> dict[str, tuple[str, ...]]:
-    """Blob name -> all blobs sharing its memory in Caffe (ShareData in Reshape methods)."""
-    group_of: dict[str, set[str]] = {}
-
-    def join(a: str, b: str) -> None:
-        merged = group_of.get(a, {a}) | group_of.get(b, {b})
-        for name in merged:
-            group_of[name] = merged
-
-    for layer in net.layers:
-        record = lookup(layer.type)
-        if record is not None and record.tops_share_memory(layer) and layer.bottoms:
-            for top in layer.tops:
-                join(layer.bottoms[0], top)
-    return {name: tuple(sorted(group)) for name, group in group_of.items()}
 
 
 def _definition_text(net: Net) -> str:

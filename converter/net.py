@@ -386,3 +386,51 @@ def write_caffemodel(net: Net, path: str | os.PathLike) -> None:
             yield header.SerializeToString(), layer.blobs
 
     write_layers(path, net.name, layers())
+
+
+# ----------------------------------------------------------------------------- blob memory
+
+
+def sharing_groups(net: Net) -> dict[str, tuple[str, ...]]:
+    """Blob name -> every blob sharing its memory in Caffe, itself included: a Flatten,
+    Reshape or Split top shares its bottom's data (``ShareData`` in those layers' Reshape;
+    the registry's ``shares_memory`` flag), and so on along chains. Blobs that share with
+    no other are absent."""
+    group_of: dict[str, set[str]] = {}
+
+    def join(a: str, b: str) -> None:
+        merged = group_of.get(a, {a}) | group_of.get(b, {b})
+        for name in merged:
+            group_of[name] = merged
+
+    for layer in net.layers:
+        record = lookup(layer.type)
+        if record is not None and record.tops_share_memory(layer) and layer.bottoms:
+            for top in layer.tops:
+                join(layer.bottoms[0], top)
+    return {name: tuple(sorted(group)) for name, group in group_of.items()}
+
+
+def in_place_tops(layer: Layer) -> list[str]:
+    """The tops a layer writes in place (top i == bottom i, as Caffe pairs them)."""
+    return [
+        top
+        for index, top in enumerate(layer.tops)
+        if index < len(layer.bottoms) and layer.bottoms[index] == top
+    ]
+
+
+def final_writes(net: Net) -> dict[str, int]:
+    """Blob -> index of the layer after which the blob holds its final value (what Caffe's
+    ``net.blobs[name]`` shows after the forward pass): the last layer writing it, or
+    writing in place a blob of its sharing group (``sharing_groups``), which changes it too.
+    Blobs are listed in the order a forward pass first produces them."""
+    groups = sharing_groups(net)
+    final: dict[str, int] = {}
+    for index, layer in enumerate(net.layers):
+        for top in layer.tops:
+            final[top] = index
+        for top in in_place_tops(layer):
+            for other in groups.get(top, ()):
+                final[other] = index
+    return final

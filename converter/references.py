@@ -31,7 +31,7 @@ from converter.errors import ConverterError
 from converter.io.prototxt import read_text
 from converter.layers.conv import conv_channels, conv_geometry
 from converter.layers.pool import pool_geometry
-from converter.net import Layer, Net, read_net
+from converter.net import Layer, Net, in_place_tops, read_net, sharing_groups
 
 REFERENCE_KINDS = ("auto", "caffe", "opencv", "numpy")
 
@@ -423,6 +423,7 @@ def opencv_deviations(
     refuse), as "'name' (Type: how)"; ``OPENCV_DEVIATIONS`` lists the known settings."""
     written = _written_params(prototxt)
     unwritten = caffe_pb2.LayerParameter()
+    groups = sharing_groups(net)
     shapes: dict[str, tuple[int, ...]] = {}
     found = []
     for layer, layer_shapes in zip(net.layers, net.shapes(input_shapes)):
@@ -431,6 +432,15 @@ def opencv_deviations(
         for deviation in OPENCV_DEVIATIONS:
             if deviation.layer_type == layer.type and deviation.applies(layer, bottoms, raw):
                 found.append(f"'{layer.name}' ({layer.type}: {deviation.what})")
+        # Measured: OpenCV writes the in-place top alone; Caffe, every blob sharing it.
+        for top in in_place_tops(layer):
+            others = [name for name in groups.get(top, ()) if name != top]
+            if others:
+                found.append(
+                    f"'{layer.name}' ({layer.type} in place on '{top}', whose memory "
+                    f"{', '.join(map(repr, others))} share in Caffe (Flatten, Reshape, Split): "
+                    "Caffe's write changes them too, OpenCV's does not)"
+                )
         shapes.update(zip(layer.tops, map(tuple, layer_shapes.top_shapes)))
     return found
 

@@ -11,13 +11,15 @@ rule that set the golden fixtures' tolerances from Caffe's float32 error).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import math
 import os
 import tempfile
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,13 @@ import torch
 from google.protobuf import text_format
 from torch import nn
 
-from converter.api import blobs, build_model, load
+from converter.api import build_model, load, stream_blobs
 from converter.deploy import InputShapes
 from converter.errors import ConverterError
 from converter.net import Net, net_definition, read_net, write_caffemodel
-from converter.parity import SATURATION, ParityReport, compare_blobs, saturated_share
+from converter.parity import SATURATION, Comparison, ParityReport, saturated_share
 from converter.preprocess import InputWarning
+from converter.progress import bar
 
 FLOAT64_TOLERANCE = 1e-6
 FLOAT32_TOLERANCE = 1e-3
@@ -113,10 +116,21 @@ def _check_converted_input(model: nn.Module, net: Net, converted: str | os.PathL
 def _check_memory(net: Net, input_name: str, shape: tuple[int, ...]) -> None:
     """Refuse, with one line, an input whose blobs cannot fit in memory (rather than be killed).
 
-    Both sides keep every blob in float64 until the comparison: about 16 bytes per value.
+    Each side holds the blobs its next layers still need, in float64 at most (8 bytes a
+    value), and up to ``RUN_AHEAD_BYTES`` of blobs wait to be compared.
     """
-    values = sum(math.prod(s) for s in net.blob_shapes({input_name: shape}).values())
-    need = 16 * values
+    sizes = {name: math.prod(s) for name, s in net.blob_shapes({input_name: shape}).items()}
+    last_use = {name: index for index, layer in enumerate(net.layers) for name in layer.tops}
+    for index, layer in enumerate(net.layers):
+        for name in layer.bottoms:
+            last_use[name] = max(last_use.get(name, index), index)
+    live: set[str] = set()
+    peak = 0
+    for index, layer in enumerate(net.layers):
+        live.update(layer.tops)
+        peak = max(peak, sum(sizes[name] for name in live))
+        live = {name for name in live if last_use[name] > index}
+    need = 2 * 8 * peak + RUN_AHEAD_BYTES
     try:
         have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -124,8 +138,8 @@ def _check_memory(net: Net, input_name: str, shape: tuple[int, ...]) -> None:
     if need > have:
         raise ConverterError(
             f"{net.source}: verifying with input {tuple(shape)} needs about "
-            f"{need / 2**30:.1f} GiB for the blobs of both sides, more than this machine's memory ("
-            f"{have / 2**30:.1f} GiB); give a smaller input (--input FILE.npy)"
+            f"{need / 2**30:.1f} GiB for the blobs both sides hold at once, more than this "
+            f"machine's memory ({have / 2**30:.1f} GiB); give a smaller input (--input FILE.npy)"
         )
 
 
@@ -159,6 +173,7 @@ def verify(
     generic: bool = False,
     converted: str | os.PathLike | None = None,
     input_shapes: InputShapes = None,
+    progress: bool = False,
 ) -> ParityReport:
     """Compare the conversion of the pair (or the ``converted`` file) with a reference.
 
@@ -169,7 +184,11 @@ def verify(
     rounding error where that is larger (the report says so). ``mean``/``scale`` apply to an
     image ``input`` only. ConverterError for bad input, including a ``converted`` file made
     from another net or (when its metadata holds the caffemodel's sha256) other weights.
-    ``input_shapes``: see ``read_net``.
+    ``input_shapes``: see ``read_net``. ``progress`` draws a bar on stderr when it is a
+    terminal and the run lasts over 2 s.
+
+    Both forward passes run together and each blob is compared as soon as both sides have
+    its final value, then let go of: memory holds the blobs in flight, not every blob.
     """
     from converter import references
 
@@ -239,11 +258,11 @@ def verify(
             ["chosen by --reference auto (caffe, else opencv, else numpy)", *skipped]
         )
     if ref is None:  # numpy, asked for or the last resort of auto
-        from converter.executor import run_reference
+        from converter.executor import iter_blobs
 
-        ref = run_reference(net, x, dtype=np.float64)
         model = model_in(torch.float64)
-        ours = blobs(model, x.astype(np.float64))
+        reference_blobs = iter_blobs(net, x, dtype=np.float64)  # checks the layers first
+        x_ours = x.astype(np.float64)
         default_tol = FLOAT64_TOLERANCE
         if getattr(getattr(model, "config", None), "fused_bn", False):
             # folded weights were rounded to float32 once: the float32 bar applies
@@ -251,35 +270,36 @@ def verify(
         label = references.reference_label("numpy")
     else:
         model = model_in(torch.float32)
-        ours = blobs(model, x)
-        default_tol = FLOAT32_TOLERANCE
-    # What ran, read from the values themselves: the label cannot claim another precision.
-    precision = str(next(iter(ours.values())).dtype).removeprefix("torch.") if ours else "?"
-    # float64 arrays once, so that comparing twice (below) does not convert twice; only the
-    # blobs the reference has (saved blobs are often a few)
-    ours = {
-        name: value.double().numpy()
-        for name, value in ours.items()
-        if name != input_name and name in ref
-    }
+        reference_blobs, x_ours, default_tol = iter(ref.items()), x, FLOAT32_TOLERANCE
+    inputs = set(net.input_shapes())
+    wanted = [name for name in order if name not in inputs and (ref is None or name in ref)]
+    softmax_axis = _softmax_outputs(net)
+    comparison = Comparison(order, tolerance if tolerance is not None else default_tol)
+    comparison.output = model.output_name
+    shares: dict[str, float] = {}
 
-    def compare(bar: float) -> ParityReport:
-        return compare_blobs(
-            ours, ref, order, bar, reference_name=label, precision=precision,
-            output=model.output_name,
-        )  # fmt: skip
+    def compare(name: str, ours: torch.Tensor, theirs: np.ndarray) -> None:
+        comparison.add(name, ours, theirs)
+        if name in softmax_axis:
+            shares[name] = saturated_share(theirs, softmax_axis[name] % max(theirs.ndim, 1))
+        shown.update()
 
-    report = compare(tolerance if tolerance is not None else default_tol)
-    if tolerance is None and precision == "float32" and not report.passed:
+    # Both runs go together: each blob is compared as soon as both sides have its final
+    # value, then let go of, so neither side ever holds every blob.
+    with bar(len(wanted), f"verify against {label}", progress, unit="blob") as shown:
+        _lockstep(
+            lambda hand_over: stream_blobs(model, x_ours, hand_over),
+            reference_blobs,
+            compare,
+            set(wanted),
+        )
+    del reference_blobs
+    report = comparison.report(label)
+    if tolerance is None and report.precision == "float32" and not report.passed:
         # Raising the bar cannot turn a pass into a failure, so it is measured only when needed.
-        exact = copy.deepcopy(model).to(torch.float64)  # the same weights, float64 arithmetic
-        as64 = {k: v.numpy() for k, v in blobs(exact, x.astype(np.float64)).items() if k in ours}
-        del exact
-        # our float32 blobs against our float64 ones, measured as every comparison is
-        rows = compare_blobs(ours, as64, order, math.inf).rows
-        rounding = max((row.rel for row in rows if math.isfinite(row.rel)), default=0.0)
+        rounding = _float32_rounding(model, x, [row.name for row in report.rows], order)
         if ROUNDING_FACTOR * rounding > default_tol:
-            report = compare(ROUNDING_FACTOR * rounding)
+            report = report.with_tolerance(ROUNDING_FACTOR * rounding)
             report.tolerance_note = (
                 f"tolerance raised {report.tolerance / default_tol:.1f}x from {default_tol:g}: "
                 f"{ROUNDING_FACTOR:g} x our own float32 rounding error on this net "
@@ -288,13 +308,154 @@ def verify(
             )
     report.reference_choice = choice
     report.input = described
-    report.notes += _saturation_notes(net, report, ref, described)
+    report.notes += _saturation_notes(report, shares, described)
     if converted is not None and not report.passed:
         from converter.provenance import check_converted_weights
 
         note = check_converted_weights(converted, metadata, prototxt, caffemodel)
         report.notes += [note] if note else []
     return report
+
+
+Blob = tuple[str, Any]
+
+# How far one side may run ahead of the other, in bytes of blobs waiting to be compared.
+# Switching between the two runs costs more than it seems: after each op, torch's OpenMP
+# workers and NumPy's BLAS threads spin a while, and on a 2-core machine the other run
+# waits for them (alternating blob by blob made the bundled ResNet-152 check 4x slower).
+# In steps of this size a full-width ResNet-152 at batch 8 alternates about ten times.
+RUN_AHEAD_BYTES = 256 << 20
+
+
+def _nbytes(value: Any) -> int:
+    """Size of a NumPy array or torch tensor, in bytes."""
+    if hasattr(value, "element_size"):
+        return value.element_size() * value.nelement()
+    return int(getattr(value, "nbytes", 0))
+
+
+def _lockstep(
+    run: Callable[[Callable[[str, Any], None]], None],
+    reference: Iterator[Blob],
+    compare: Callable[[str, Any, Any], None],
+    wanted: set[str],
+) -> None:
+    """Drive ``run`` (our model: it hands each blob over as it becomes final) and, for
+    each blob it hands over, advance ``reference`` until it has given the same blob, and on
+    until ``RUN_AHEAD_BYTES`` of its blobs wait; then ``compare(name, ours, theirs)`` and
+    let go of both. Reference blobs nobody compares are dropped at once."""
+    waiting: dict[str, Any] = {}
+    held = 0
+    ended = False
+
+    def hand_over(name: str, ours: Any) -> None:
+        nonlocal ended, held
+        if name not in wanted:
+            return
+        while not ended and (name not in waiting or held < RUN_AHEAD_BYTES):
+            try:
+                other, theirs = next(reference)
+            except StopIteration:
+                ended = True
+                break
+            if other in wanted:
+                waiting[other] = theirs
+                held += _nbytes(theirs)
+        if name in waiting:
+            theirs = waiting.pop(name)
+            held -= _nbytes(theirs)
+            compare(name, ours, theirs)
+
+    run(hand_over)
+
+
+def _float32_rounding(model: nn.Module, x: np.ndarray, names: list[str], order) -> float:
+    """Our own float32 rounding error on this input: the float32 model's blobs against the
+    same weights run in float64, measured as every comparison is (largest over ``names``)."""
+    exact = copy.deepcopy(model).to(torch.float64)
+    measured = Comparison(order, math.inf)
+    with _taking_turns(lambda hand_over: stream_blobs(model, x, hand_over, names)) as as32:
+        _lockstep(
+            lambda hand_over: stream_blobs(exact, x.astype(np.float64), hand_over, names),
+            as32,
+            lambda name, ours64, ours32: measured.add(name, ours32, ours64),
+            set(names),
+        )
+    rels = [row.rel for row in measured.rows.values() if math.isfinite(row.rel)]
+    return max(rels, default=0.0)
+
+
+@contextlib.contextmanager
+def _taking_turns(run: Callable[[Callable[[str, Any], None]], None]):
+    """What ``run`` hands over, as an iterator. ``run`` (a forward pass, which cannot be
+    paused otherwise) works on another thread, but never at the same time as the reader:
+    it fills up to ``RUN_AHEAD_BYTES``, then waits while the reader takes them."""
+    turn = threading.Condition()
+    state = {"worker": True, "done": False, "stop": False, "error": None, "held": 0}
+    handed: collections.deque = collections.deque()
+
+    def put(name: str, value: Any) -> None:
+        with turn:
+            handed.append((name, value))
+            state["held"] += _nbytes(value)
+            if state["held"] >= RUN_AHEAD_BYTES:
+                state["worker"] = False
+                turn.notify_all()
+                turn.wait_for(lambda: state["worker"] or state["stop"])
+            if state["stop"]:
+                raise _Stopped
+
+    def work() -> None:
+        try:
+            run(put)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # raised again in the reader
+            state["error"] = exc
+        with turn:
+            state["done"], state["worker"] = True, False
+            turn.notify_all()
+
+    def read() -> Iterator[Blob]:
+        while True:
+            with turn:
+                turn.wait_for(lambda: not state["worker"])
+                if not handed:
+                    if state["done"]:
+                        if state["error"] is not None:
+                            raise state["error"]
+                        return
+                    state["worker"] = True  # the worker's turn: it fills the queue again
+                    turn.notify_all()
+                    continue
+                name, value = handed.popleft()
+                state["held"] -= _nbytes(value)
+            yield name, value
+
+    worker = threading.Thread(target=work, name="caffe2torch-turns", daemon=True)
+    worker.start()
+    try:
+        yield read()
+    finally:
+        with turn:
+            state["stop"] = True
+            turn.notify_all()
+        worker.join()
+
+
+class _Stopped(Exception):
+    """The reader of ``_taking_turns`` has stopped: the worker ends its forward pass."""
+
+
+def _softmax_outputs(net: Net) -> dict[str, int]:
+    """Blob -> softmax axis, for each blob whose final value is a Softmax layer's output."""
+    axis: dict[str, int] = {}
+    for layer in net.layers:
+        for top in layer.tops:
+            axis.pop(top, None)  # a later in-place layer changes the blob
+            if layer.type == "Softmax":
+                axis[top] = layer.param.softmax_param.axis
+    return axis
 
 
 def _reason(exc: ConverterError, prototxt) -> str:
@@ -305,23 +466,13 @@ def _reason(exc: ConverterError, prototxt) -> str:
 
 
 def _saturation_notes(
-    net: Net, report: ParityReport, ref: dict[str, np.ndarray], described: dict[str, Any]
+    report: ParityReport, shares: dict[str, float], described: dict[str, Any]
 ) -> list[str]:
     """A note for each compared Softmax output whose rows are nearly all one-hot."""
-    softmax_axis = {}
-    for layer in net.layers:
-        for top in layer.tops:
-            softmax_axis.pop(top, None)  # a later in-place layer changes the blob
-            if layer.type == "Softmax":
-                softmax_axis[top] = layer.param.softmax_param.axis
     notes = []
     for row in report.rows:
-        if row.name not in softmax_axis or row.shape != row.reference_shape:
-            continue
-        values = np.asarray(ref[row.name])
-        axis = softmax_axis[row.name] % max(values.ndim, 1)
-        share = saturated_share(values, axis)
-        if share >= SATURATED_SHARE:
+        share = shares.get(row.name, 0.0)
+        if row.shape == row.reference_shape and share >= SATURATED_SHARE:
             random = " (random noise often does that)" if described["kind"] == "random" else ""
             notes.append(
                 f"'{row.name}' is a saturated softmax: {share:.0%} of its rows are one-hot to "

@@ -9,10 +9,15 @@ exits 2 with one line on stderr.
 
 from __future__ import annotations
 
+import copy
 import json
+import math
+import threading
+import weakref
 
 import numpy as np
 import pytest
+import torch
 
 import converter
 from conftest import (
@@ -23,13 +28,17 @@ from conftest import (
     ROOT,
     load_case,
     random_blobs,
+    rel_error,
     shared_case,
     shared_cases,
     write_net,
 )
-from converter import ConverterError, references
+from converter import ConverterError, executor, references
+from converter import verify as verify_module
 from converter.cli import main
+from converter.executor import iter_blobs, run_reference
 from converter.export import read_converted, write_converted
+from converter.parity import compare_blobs
 from converter.verify import FLOAT32_TOLERANCE, FLOAT64_TOLERANCE, verify
 
 BN_FACTOR = 999.98  # the fixtures store BatchNorm statistics times this factor
@@ -679,3 +688,142 @@ def test_a_converted_file_of_other_weights(capsys, tmp_path):
         "those hold another net or other weights, this failure says so, not that the "
         "conversion is wrong"
     ]
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+# A net where a blob's final value comes late: 'flat' shares the memory of 'pool' (Flatten),
+# and the in-place ReLU on 'flat' also writes 'pool' in Caffe.
+ALIASED = (
+    DATA_2x6x8x8
+    + conv("c1", "data", "c1")
+    + 'layer { name: "pool" type: "Pooling" bottom: "c1" top: "pool" '
+    "pooling_param { pool: AVE kernel_size: 2 stride: 2 } }\n"
+    + 'layer { name: "flat" type: "Flatten" bottom: "pool" top: "flat" }\n'
+    + 'layer { name: "relu" type: "ReLU" bottom: "flat" top: "flat" }\n'
+    + 'layer { name: "fc" type: "InnerProduct" bottom: "flat" top: "fc" '
+    "inner_product_param { num_output: 5 } }\n"
+    + 'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }\n'
+)
+
+
+def handed_over(model, x) -> tuple[list[str], dict[str, torch.Tensor], int]:
+    """What ``stream_blobs`` hands over, in order, and the most blobs alive at once among
+    those it handed over (the caller keeps only weak references)."""
+    order, values, refs, most = [], {}, [], 0
+
+    def take(name, value):
+        nonlocal most
+        order.append(name)
+        values[name] = value.clone()  # a copy: the test must not keep the model's tensor
+        refs.append(weakref.ref(value))
+        most = max(most, sum(ref() is not None for ref in refs))
+
+    converter.stream_blobs(model, x, take)
+    return order, values, most
+
+
+@pytest.mark.parametrize("name", ["resnet50_w8_calibrated", "aliased"])
+def test_stream_blobs_hands_each_final_blob_once_and_holds_few(name, tmp_path):
+    if name == "aliased":
+        prototxt, caffemodel = write_net(tmp_path, name, ALIASED)
+        x = np.random.default_rng(0).normal(size=(2, 6, 8, 8))
+    else:
+        prototxt, caffemodel, x, _, _ = BUNDLED[name]
+        x = np.load(x)
+    model = converter.load(prototxt, caffemodel, dtype=torch.float64)
+    whole = converter.blobs(model, x)
+    order, streamed, most = handed_over(model, x)
+    assert sorted(order) == sorted(whole) and len(order) == len(set(order))
+    for blob, value in whole.items():
+        assert torch.equal(streamed[blob], value), blob  # 'pool' after the ReLU on 'flat'
+    assert most <= 6 < len(whole) or name == "aliased"  # held: what later layers need
+    # the executor agrees, blob by blob, sharing included
+    exact = dict(iter_blobs(converter.read_net(prototxt, caffemodel), x))
+    assert exact.keys() == whole.keys()
+    for blob, value in whole.items():
+        assert rel_error(value.numpy(), exact[blob]) < FLOAT64_TOLERANCE, blob
+
+
+def test_in_place_write_into_shared_memory_verifies(capsys, tmp_path):
+    """Caffe's Flatten top shares its bottom's memory, so the in-place ReLU on 'flat' also
+    writes 'pool'. Before, the NumPy executor (and OpenCV) kept 'pool' as it was and verify
+    failed a correct conversion at 'pool' (rel 0.84): exit 1."""
+    prototxt, caffemodel = write_net(tmp_path, "aliased", ALIASED)
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel, "--reference", "numpy"
+    )
+    assert code == 0, out
+    code, out, err = run(capsys, "verify", prototxt, caffemodel, "--reference", "opencv")
+    assert code == 2
+    assert_one_line_error(err, "'relu' (ReLU in place on 'flat', whose memory 'pool' share")
+
+
+def test_executor_iter_blobs_holds_few_and_matches_run_reference():
+    case = load_case("resnet152_w8_calibrated")
+    net = converter.read_net(case.prototxt, case.caffemodel)
+    whole = run_reference(net, case.input)
+    refs, most, seen = [], 0, []
+    for name, value in iter_blobs(net, case.input):
+        assert np.array_equal(value, whole[name]), name
+        seen.append(name)
+        refs.append(weakref.ref(value))
+        most = max(most, sum(ref() is not None for ref in refs))
+        del value
+    assert sorted(seen) == sorted(whole)
+    assert most <= 4 < len(whole)
+
+
+def test_verify_holds_a_few_blobs_and_judges_as_before(monkeypatch):
+    """With the smallest run-ahead both runs go blob by blob: at no time are more than a
+    few of either side's blobs alive (ResNet-152 has 209), and the report is the same as
+    with the default run-ahead (which here lets the NumPy side run through first)."""
+    prototxt, caffemodel, x, _, _ = BUNDLED["resnet152_w8_calibrated"]
+    default = verify(prototxt, caffemodel, reference="numpy", input=x)
+    refs = {"ours": [], "reference": []}
+    most = {"ours": 0, "reference": 0}
+
+    def count(side: str, value) -> None:
+        refs[side].append(weakref.ref(value))
+        most[side] = max(most[side], sum(ref() is not None for ref in refs[side]))
+
+    executor_blobs, model_blobs = executor.iter_blobs, verify_module.stream_blobs
+
+    def counted_reference(*args, **kwargs):
+        for name, value in executor_blobs(*args, **kwargs):
+            count("reference", value)
+            yield name, value
+
+    def counted_ours(model, x, on_final, names=None):
+        def take(name, value):
+            count("ours", value)
+            on_final(name, value)
+
+        model_blobs(model, x, take, names)
+
+    monkeypatch.setattr(executor, "iter_blobs", counted_reference)
+    monkeypatch.setattr(verify_module, "stream_blobs", counted_ours)
+    monkeypatch.setattr(verify_module, "RUN_AHEAD_BYTES", 1)
+    report = verify(prototxt, caffemodel, reference="numpy", input=x)
+    assert [row.to_dict() for row in report.rows] == [row.to_dict() for row in default.rows]
+    assert report.verdict() == default.verdict() and len(report.rows) == 209
+    assert len(refs["ours"]) >= 209 and len(refs["reference"]) >= 209
+    assert most["ours"] <= 6 and most["reference"] <= 6, most
+
+
+def test_float32_rounding_taking_turns_measures_as_before(monkeypatch):
+    """The rounding measure runs our float32 model on a thread, in turns with the float64
+    one; in steps of one blob it must give what the whole blob dictionaries give."""
+    prototxt, caffemodel, x, _, _ = BUNDLED["resnet50_w8_calibrated"]
+    model = converter.load(prototxt, caffemodel)
+    x = np.load(x)
+    as32 = {k: v.double().numpy() for k, v in converter.blobs(model, x).items()}
+    exact = copy.deepcopy(model).to(torch.float64)
+    as64 = {k: v.numpy() for k, v in converter.blobs(exact, x.astype(np.float64)).items()}
+    names = [name for name in as32 if name != "data"]
+    expected = max(row.rel for row in compare_blobs(as32, as64, names, math.inf).rows)
+    monkeypatch.setattr(verify_module, "RUN_AHEAD_BYTES", 1)
+    before = threading.active_count()
+    assert verify_module._float32_rounding(model, x, names, names) == expected
+    assert threading.active_count() == before  # the worker thread has ended

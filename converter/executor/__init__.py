@@ -21,6 +21,6 @@ from converter.executor import (  # noqa: F401
     shape,
 )
 from converter.executor.registry import FORWARD, executes
-from converter.executor.run import run_reference
+from converter.executor.run import iter_blobs, run_reference
 
-__all__ = ["FORWARD", "executes", "run_reference"]
+__all__ = ["FORWARD", "executes", "iter_blobs", "run_reference"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
@@ -11,7 +11,7 @@ from converter.executor.registry import FORWARD
 from converter.layers import lookup
 from converter.layers.norm import use_global_stats
 from converter.layers.registry import unknown_layers_message
-from converter.net import Layer, Net
+from converter.net import Layer, Net, final_writes, in_place_tops, sharing_groups
 
 
 def run_reference(
@@ -25,6 +25,19 @@ def run_reference(
     i.e. after the last in-place layer writing that blob. A layer type without a forward
     raises ConverterError naming every such layer, before anything is computed.
     """
+    final = dict(iter_blobs(net, inputs, dtype))
+    return {name: final[name] for name in net.blob_names()}
+
+
+def iter_blobs(
+    net: Net, inputs: np.ndarray | Mapping[str, np.ndarray], dtype=np.float64
+) -> Iterator[tuple[str, np.ndarray]]:
+    """``run_reference`` one blob at a time: yields (name, final value) as soon as the last
+    layer writing the blob has run, and lets go of each blob once it is yielded and no
+    later layer reads it, so that only the blobs still needed are held (not every blob).
+
+    Blobs come in the order their last writer runs; errors are raised before the first.
+    """
     dtype = np.dtype(dtype)
     unknown = [layer for layer in net.layers if lookup(layer.type) is None]
     missing = "of a type this tool does not know"
@@ -35,16 +48,32 @@ def run_reference(
         raise ConverterError(unknown_layers_message(net.source, unknown, missing))
     values = _input_values(net, inputs, dtype)
     shapes = net.shapes({name: array.shape for name, array in values.items()})
+    return _iter_blobs(net, values, shapes, dtype)
+
+
+def _iter_blobs(net: Net, values, shapes, dtype: np.dtype) -> Iterator[tuple[str, np.ndarray]]:
+    groups = sharing_groups(net)
+    final = final_writes(net)
+    let_go: dict[str, int] = dict(final)  # held until final and until last read
+    for index, layer in enumerate(net.layers):
+        for name in layer.bottoms:
+            let_go[name] = max(let_go[name], index)
+    final_at: dict[int, list[str]] = {}
+    let_go_at: dict[int, list[str]] = {}
+    for name, index in final.items():
+        final_at.setdefault(index, []).append(name)
+        let_go_at.setdefault(let_go[name], []).append(name)
     blobs: dict[str, np.ndarray] = {}
-    for layer, layer_shapes in zip(net.layers, shapes):
+    for index, (layer, layer_shapes) in enumerate(zip(net.layers, shapes)):
         where = f"{net.source}: layer '{layer.name}' ({layer.type})"
         if layer.type == "Input":
-            tops = [values[top] for top in layer.tops]
+            tops = [values.pop(top) for top in layer.tops]
         else:
             params = _params(layer, layer_shapes.param_shapes, dtype, where)
             bottoms = [blobs[name] for name in layer.bottoms]
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 tops = _forward(layer)(layer, bottoms, params, where)
+            del params, bottoms
         for top, value, expected in zip(layer.tops, tops, layer_shapes.top_shapes):
             if not _fits(value.shape, tuple(expected), layer_shapes.at_most):
                 raise RuntimeError(
@@ -52,7 +81,17 @@ def run_reference(
                     f"says {tuple(expected)} (internal inconsistency)"
                 )
             blobs[top] = value.astype(dtype, copy=False)
-    return {name: blobs[name] for name in net.blob_names()}
+        del tops
+        # Writing in place into a blob that shares memory (a Flatten, Reshape or Split top
+        # and its bottom) writes every blob of the group, as Caffe's ShareData makes it.
+        for top in in_place_tops(layer):
+            for other in groups.get(top, ()):
+                if other != top and other in blobs:
+                    blobs[other] = blobs[top].reshape(blobs[other].shape)
+        for name in final_at.get(index, ()):
+            yield name, blobs[name]
+        for name in let_go_at.get(index, ()):
+            del blobs[name]
 
 
 def _fits(shape: tuple[int, ...], expected: tuple[int, ...], at_most: bool) -> bool:

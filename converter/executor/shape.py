@@ -1,8 +1,9 @@
 """Layers that route, reshape or pick blobs, in NumPy: Concat, Slice, Split, Flatten,
 Reshape, ShuffleChannel, Crop, Tile, Silence, Parameter, BatchReindex.
 
-Every top is a copy: sharing memory as Caffe does only matters for in-place layers that
-write a shared blob later, and the executor gives each blob its final value anyway.
+Every top is a copy. Where Caffe's tops share their bottom's memory (Flatten, Reshape,
+Split), an in-place layer writing one of them later writes them all: the driver
+(``converter.executor.run``) copies that write to the whole group.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -31,15 +31,24 @@ from converter.resnet.config import (
 
 
 class _Recorder:
-    """Collects the tensors at the taps ``forward_blobs`` asked for."""
+    """Collects the tensors at the taps ``forward_blobs`` asked for, or hands each to
+    ``hand_over(tap, value)`` instead of keeping it."""
 
-    def __init__(self, wanted: set[str]):
+    def __init__(
+        self,
+        wanted: set[str],
+        hand_over: Callable[[str, torch.Tensor], None] | None = None,
+    ):
         self.wanted = wanted
         self.values: dict[str, torch.Tensor] = {}
+        self.hand_over = hand_over
 
     def put(self, tap: str, value: torch.Tensor) -> None:
         if tap in self.wanted:
-            self.values[tap] = value
+            if self.hand_over is not None:
+                self.hand_over(tap, value)
+            else:
+                self.values[tap] = value
 
 
 def _conv(config: ResNetConfig, name: str, cin: int, cout: int, kernel, stride, pad) -> nn.Conv2d:
@@ -250,9 +259,16 @@ class CaffeResNet(nn.Module):
         return self.run(x, None)
 
     def forward_blobs(
-        self, x: torch.Tensor, names: list[str] | None = None
+        self,
+        x: torch.Tensor,
+        names: list[str] | None = None,
+        on_final: Callable[[str, torch.Tensor], None] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """What Caffe's ``net.blobs[name]`` holds after a forward pass, for each name."""
+        """What Caffe's ``net.blobs[name]`` holds after a forward pass, for each name.
+
+        With ``on_final``, each blob is handed to ``on_final(name, value)`` as soon as the
+        layer giving its final value has run, and is not kept: the result is empty.
+        """
         wanted = list(self.blob_taps) if names is None else list(names)
         unknown = [name for name in wanted if name not in self.blob_taps]
         if unknown:
@@ -260,6 +276,17 @@ class CaffeResNet(nn.Module):
                 f"the model exposes no Caffe blob named {', '.join(map(repr, unknown))}; "
                 f"it has {', '.join(self.blob_taps)}"
             )
+        if on_final is not None:
+            blobs_at: dict[str, list[str]] = {}
+            for name in wanted:
+                blobs_at.setdefault(self.blob_taps[name], []).append(name)
+
+            def hand_over(tap: str, value: torch.Tensor) -> None:
+                for name in blobs_at.get(tap, ()):
+                    on_final(name, value)
+
+            self.run(x, _Recorder(set(blobs_at), hand_over))
+            return {}
         values = self.forward_taps(x, {self.blob_taps[name] for name in wanted})
         return {name: values[self.blob_taps[name]] for name in wanted}
 
