@@ -86,7 +86,7 @@ def _child(approach: str, prototxt: str, caffemodel: str, output: str) -> None:
             start = time.perf_counter()
             plan = conversion.plan_conversion(net, generic=False)
             conversion.check_complete(plan, caffemodel)
-            metadata = conversion._metadata(plan, net)
+            metadata = conversion.file_metadata(plan, net)
             seconds["plan"] = time.perf_counter() - start
             start = time.perf_counter()
             write_converted(plan.arrays, metadata, output)

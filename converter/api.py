@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-def _materialize(plan: Plan, dtype: torch.dtype, source: str) -> nn.Module:
+def materialize(plan: Plan, dtype: torch.dtype, source: str) -> nn.Module:
     """The planned model with real storage in ``dtype``, holding the planned arrays."""
     if plan.arrays:
         check_complete(plan, source)
@@ -60,7 +60,7 @@ def build_model(net: Net, generic: bool = False, dtype: torch.dtype = torch.floa
     Caffe's ``blob / scale_factor``, which the verifier relies on.
     """
     warn_non_finite(net)
-    return _materialize(plan_conversion(net, generic), dtype, net.weights_source or net.source)
+    return materialize(plan_conversion(net, generic), dtype, net.weights_source or net.source)
 
 
 def model_from_config(config: dict) -> nn.Module:

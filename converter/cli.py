@@ -42,8 +42,17 @@ def _convert(args: argparse.Namespace) -> int:
     from converter.progress import PhaseBars
 
     output = args.output or default_output(args.caffemodel, args.format)
-    output_format(output, args.format)  # a name that does not fit the format: before any work
-    verify = args.verify or any(getattr(args, option) is not None for option in VERIFY_ONLY)
+    # a name that does not fit the format: before any work
+    target = output_format(output, args.format)
+    checkpoint = target in ("detectron2", "mmdet")
+    # --mean and --input tell a checkpoint export the input convention and what to measure
+    implying = [o for o in VERIFY_ONLY if not (checkpoint and o in ("mean", "input"))]
+    verify = args.verify or any(getattr(args, option) is not None for option in implying)
+    if verify and checkpoint:
+        raise ConverterError(
+            f"{output}: --verify runs what caffe2torch can load; a {target} checkpoint runs in "
+            f"{target} (check the net itself with: caffe2torch verify PROTOTXT CAFFEMODEL)"
+        )
     if verify:
         _check_verify_options(args)
     bars = PhaseBars(enabled=not args.quiet)
@@ -58,12 +67,19 @@ def _convert(args: argparse.Namespace) -> int:
             fuse_bn=args.fuse_bn,
             hash_sources=args.hash,
             input_shapes=input_shapes(args.input_shape),
+            mean=args.mean,
+            input=args.input,
+            notes=print,
         )
     finally:
         bars.close()
     print(f"wrote {path}", file=_text_stream(args))
     if verify:
         report = _run_verify(args, converted=path)
+        if target == "code":
+            from converter.codegen.folder import record_parity
+
+            record_parity(path, report)
         return 0 if report.passed else 1
     return 0
 
@@ -242,13 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "-o",
         "--output",
-        help="output file, named for its format: .safetensors, or .pt/.pth "
-        "(default: the caffemodel's name, in this folder)",
+        help="output file, named for its format: .safetensors, .pt/.pth, .pt2, .onnx, .pkl "
+        "(detectron2), .pth (mmdet), or a folder for --format code (default: the "
+        "caffemodel's name, in this folder)",
     )
     convert.add_argument(
         "--format",
         choices=list(FORMAT_CHOICES),
-        help="default: the one -o's extension names, else safetensors",
+        help="safetensors or pt: weights for caffe2torch; code: a folder with a standalone "
+        "model.py; pt2: torch.export; onnx; detectron2 or mmdet: ResNet checkpoints "
+        "(default: the one -o's extension names, else safetensors)",
     )
     convert.add_argument(
         "--generic", action="store_true", help="use the generic graph module even for a ResNet"
@@ -290,7 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("prototxt", help="the net definition (deploy.prototxt)")
     verify.add_argument("caffemodel", help="the trained weights (.caffemodel)")
     verify.add_argument(
-        "--converted", metavar="FILE", help="check this converted file instead of converting now"
+        "--converted",
+        metavar="PATH",
+        help="check this converted output instead of converting now: a safetensors, .pt, "
+        ".pt2 or .onnx file, or a --format code folder",
     )
     verify.add_argument(
         "--generic", action="store_true", help="use the generic graph module even for a ResNet"

@@ -23,7 +23,7 @@ import numpy as np
 from converter import __version__
 from converter.deploy import InputShapes
 from converter.errors import ConverterError, file_error
-from converter.export import write_converted
+from converter.export import output_format, write_converted
 from converter.net import Net, gc_paused, read_net
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ def _hash_metadata(hashes: dict[str, str]) -> dict[str, str]:
     return {f"source_{name}_sha256": value for name, value in hashes.items()}
 
 
-def _metadata(plan: Plan, net: Net) -> dict[str, str]:
+def file_metadata(plan: Plan, net: Net) -> dict[str, str]:
     """The file's metadata (the sources' hashes join it later, when asked for)."""
     shapes = {name: list(shape) for name, shape in net.input_shapes().items()}
     return {
@@ -220,8 +220,12 @@ def convert(
     fuse_bn: bool = False,
     hash_sources: bool = False,
     input_shapes: InputShapes = None,
+    mean: str | None = None,
+    input: str | os.PathLike | None = None,
+    notes: Callable[[str], None] | None = None,
 ) -> Path:
-    """Convert a Caffe model to a safetensors (default) or ``.pt`` file; returns its path.
+    """Convert a Caffe model to a safetensors (default) or ``.pt`` file, or to one of the
+    other ``export.FORMATS`` (``converter.targets``); returns the path written.
 
     The pair is read by ``read_net`` (any form of weights it reads; a training net becomes
     its deploy net, ``input_shapes`` giving what the prototxt cannot say). The metadata
@@ -233,11 +237,28 @@ def convert(
     ``hash_sources`` records the sources' sha256 in the metadata. Hashing runs on another
     core during the whole conversion, but at ~0.3-0.4 GB/s (a CPU without SHA extensions)
     it can take several times longer than the conversion itself.
+    ``mean`` (a mean file or "B,G,R"), ``input`` and ``notes`` serve the other formats:
+    the input convention they record, what detectron2/mmdet differences are measured on,
+    and where what the user must know about the output is told.
     """
     prototxt, caffemodel = Path(prototxt), Path(caffemodel)
     for source in (prototxt, caffemodel):
         if Path(output).exists() and source.exists() and os.path.samefile(output, source):
             raise ConverterError(f"{output}: is an input of this conversion; choose another -o")
+    target = output_format(output, format)
+    if target not in ("safetensors", "pt"):
+        if hash_sources:
+            raise ConverterError(
+                f"--hash records hashes in safetensors and .pt files, not {target}"
+            )
+        from converter.targets import write_target
+
+        with gc_paused():
+            net = read_net(prototxt, caffemodel, input_shapes)
+            plan = plan_conversion(net, generic, fuse_bn)
+            check_complete(plan, str(caffemodel))
+            warn_non_finite(net)
+            return write_target(target, net, plan, output, mean=mean, input=input, notes=notes)
     stop = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
         # Hashing and the non-finite screen run beside the write (hashlib and NumPy release
@@ -264,7 +285,7 @@ def convert(
                     else None
                 )
                 path = write_converted(
-                    plan.arrays, _metadata(plan, net), output, format, write_progress, late
+                    plan.arrays, file_metadata(plan, net), output, format, write_progress, late
                 )
                 _warn_non_finite(net, screen.result())
                 return path

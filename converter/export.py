@@ -27,10 +27,16 @@ if TYPE_CHECKING:
 
 # Every format convert writes, with the file extensions that name it (the first is the one a
 # default output name gets). A name must end with one of its format's extensions, so that
-# the file it names is read back as what it is.
+# the file it names is read back as what it is; ``code`` writes a folder, of any name, and is
+# chosen by ``--format code`` only. A ``.pth`` name is a ``pt`` file unless --format mmdet.
 FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "safetensors": (".safetensors",),
     "pt": (".pt", ".pth"),
+    "code": (),
+    "pt2": (".pt2",),
+    "onnx": (".onnx",),
+    "detectron2": (".pkl",),
+    "mmdet": (".pth", ".pt"),
 }
 FORMATS = tuple(FORMAT_EXTENSIONS)
 DEFAULT_FORMAT = "safetensors"
@@ -66,6 +72,8 @@ def output_format(path: str | os.PathLike, format: str | None) -> str:
     """
     if format is not None and format not in FORMAT_EXTENSIONS:
         raise ConverterError(f"unknown format '{format}': choose one of {', '.join(FORMATS)}")
+    if format == "code":  # a folder: any name
+        return format
     path = Path(path)
     suffix = path.suffix.lower()
     named = [name for name, extensions in FORMAT_EXTENSIONS.items() if suffix in extensions]
@@ -73,7 +81,9 @@ def output_format(path: str | os.PathLike, format: str | None) -> str:
         return format
     if format is None and named:
         return named[0]
-    known = "; ".join(f"{name}: {', '.join(ext)}" for name, ext in FORMAT_EXTENSIONS.items())
+    known = "; ".join(
+        f"{name}: {', '.join(ext) or 'a folder'}" for name, ext in FORMAT_EXTENSIONS.items()
+    )
     what = f"a '{suffix}' name" if suffix else "a name without extension"
     wanted = format or DEFAULT_FORMAT
     raise ConverterError(
@@ -85,7 +95,8 @@ def output_format(path: str | os.PathLike, format: str | None) -> str:
 def default_output(caffemodel: str | os.PathLike, format: str | None) -> Path:
     """The output name when none is given: the caffemodel's, in this folder, with the
     format's first extension."""
-    return Path(Path(caffemodel).stem + FORMAT_EXTENSIONS[format or DEFAULT_FORMAT][0])
+    extensions = FORMAT_EXTENSIONS[format or DEFAULT_FORMAT]
+    return Path(Path(caffemodel).stem + (extensions[0] if extensions else ""))
 
 
 def owned_tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ from converter.errors import ConverterError
 from converter.resnet.config import ResNetConfig
 
 
-def _conv_of(bn_module: str) -> str:
+def conv_of(bn_module: str) -> str:
     """The conv that feeds a BatchNorm2d module of CaffeResNet, by torchvision naming."""
     head, _, last = bn_module.rpartition(".")
     prefix = f"{head}." if head else ""
@@ -40,7 +40,7 @@ def fuse_resnet(
     fused = dict(arrays)
     for key in [k for k in arrays if k.endswith(".running_mean")]:
         bn = key[: -len(".running_mean")]
-        conv = _conv_of(bn)
+        conv = conv_of(bn)
         mean = arrays[f"{bn}.running_mean"].astype(np.float64)
         var = arrays[f"{bn}.running_var"].astype(np.float64)
         gamma = arrays[f"{bn}.weight"].astype(np.float64)

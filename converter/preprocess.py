@@ -212,6 +212,31 @@ def _mean_values(text: str) -> list[float] | None:
         return None
 
 
+def _mean_image(path: Path, channels: int) -> np.ndarray:
+    """The (C, H, W) image of a .binaryproto mean file, checked against the net's channels."""
+    if not path.is_file():
+        raise ConverterError(f"{path}: no such mean file (expected a .binaryproto or 'B,G,R')")
+    blob = read_blob(path)
+    while blob.ndim > 3 and blob.shape[0] == 1:
+        blob = blob[0]
+    if blob.ndim != 3 or blob.shape[0] != channels:
+        raise ConverterError(
+            f"{path}: mean image of shape {blob.shape}, expected ({channels}, H, W) "
+            f"for a net with {channels} input channels"
+        )
+    return blob
+
+
+def channel_means(mean: Mean, channels: int) -> list[float]:
+    """The per-channel means of ``mean`` (a mean file's image averaged over H and W, or the
+    given values), in the net's channel order (B, G, R for Kaiming's nets)."""
+    values = _mean_values(mean) if isinstance(mean, str) else None
+    if values is not None or not isinstance(mean, (str, os.PathLike)):
+        return [float(v) for v in _mean_array(mean, channels, 1, 1).reshape(-1)]
+    image = _mean_image(Path(mean), channels).astype(np.float64)
+    return [float(v) for v in image.mean(axis=(1, 2))]
+
+
 def _mean_array(mean: Mean, channels: int, height: int, width: int) -> np.ndarray:
     """The mean as a CxHxW (or Cx1x1) float32 array to subtract from a CHW image."""
     values = None
@@ -228,18 +253,8 @@ def _mean_array(mean: Mean, channels: int, height: int, width: int) -> np.ndarra
         per_channel = np.broadcast_to(np.asarray(values, dtype=np.float32), (channels,))
         return per_channel.reshape(channels, 1, 1)
 
-    path = Path(mean)
-    if not path.is_file():
-        raise ConverterError(f"{path}: no such mean file (expected a .binaryproto or 'B,G,R')")
-    blob = read_blob(path).astype(np.float32)
-    while blob.ndim > 3 and blob.shape[0] == 1:
-        blob = blob[0]
-    if blob.ndim != 3 or blob.shape[0] != channels:
-        raise ConverterError(
-            f"{path}: mean image of shape {blob.shape}, expected ({channels}, H, W) "
-            f"for a net with {channels} input channels"
-        )
-    image = blob.transpose(1, 2, 0)  # CHW -> HWC for the helpers above
+    # CHW -> HWC for the helpers above
+    image = _mean_image(Path(mean), channels).astype(np.float32).transpose(1, 2, 0)
     h, w = image.shape[:2]
     if (h, w) != (height, width):
         if h >= height and w >= width:

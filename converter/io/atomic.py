@@ -1,11 +1,12 @@
-"""Atomic output files: a failed write never leaves a partial file or clobbers an old one."""
+"""Atomic outputs: a failed write never leaves a partial file or folder, or clobbers an old one."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,3 +43,53 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, replaceable: Collection[str]) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it becomes ``path``.
+
+    An existing ``path`` is replaced only when it holds nothing but ``replaceable`` names
+    (the files a previous run wrote); otherwise, or when ``path`` is a file, ConverterError
+    is raised before anything is written. On any failure the temporary folder is removed
+    and an old ``path`` is left as it was.
+    """
+    path = Path(path)
+    check_folder_replaceable(path, replaceable)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=parent))
+    except OSError as exc:
+        raise ConverterError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    old = None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if old is not None and not path.exists():  # put the previous folder back
+            with contextlib.suppress(OSError):
+                os.replace(old / path.name, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise ConverterError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def check_folder_replaceable(path: Path, replaceable: Collection[str]) -> None:
+    """Refuse (ConverterError) an output folder that exists as a file or holds other files."""
+    if path.is_file():
+        raise ConverterError(f"{path}: is a file; this format writes a folder")
+    if path.is_dir():
+        others = sorted(p.name for p in path.iterdir() if p.name not in replaceable)
+        if others:
+            raise ConverterError(
+                f"{path}: exists and holds other files ({', '.join(others[:3])}); "
+                "choose a new or empty folder"
+            )

@@ -1,0 +1,283 @@
+"""``--format code``: a folder a person can read, copy and publish, needing only PyTorch.
+
+    model.py           the module (``load()`` returns it in eval mode with its weights)
+    model.safetensors  exactly that module's state dict (BN statistics already divided by
+                       Caffe's scale factor), plus caffe2torch's metadata
+    config.json        architecture, inputs, input convention, output blob, sources, version
+    README.md          a model card: how to load it, the preprocessing, the parity verified
+
+That is the layout the Hugging Face hub and timm's ``local-dir:`` loading expect. The
+folder is written whole or not at all (``atomic_folder``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from converter import __version__
+from converter.codegen.resnet import fits_resnet_form, resnet_source
+from converter.errors import ConverterError
+from converter.export import write_converted
+from converter.io.atomic import atomic_folder, atomic_write, check_folder_replaceable
+from converter.resnet.config import ResNetConfig
+
+if TYPE_CHECKING:
+    from converter.conversion import Plan
+    from converter.net import Net
+    from converter.parity import ParityReport
+
+CODE_FILES = ("model.py", "model.safetensors", "config.json", "README.md")
+
+
+def model_source(net: Net, plan: Plan) -> tuple[str, str]:
+    """(model.py's text, its model class name) for the planned conversion of ``net``.
+
+    Raises ConverterError, before anything is written, for a net this format cannot
+    represent yet.
+    """
+    prototxt = Path(net.source).name
+    caffemodel = Path(net.weights_source or "").name
+    if plan.config["architecture"] == "resnet":
+        config = ResNetConfig.from_dict(plan.config)
+        if fits_resnet_form(config):
+            return resnet_source(config, prototxt, caffemodel, __version__), "ResNet"
+        resnet_source(config, prototxt, caffemodel, __version__)  # raises, saying why
+    raise ConverterError(
+        f"{net.source}: --format code writes recognised ResNets only for now "
+        "(other nets need the layer registry's code emitters)"
+    )
+
+
+def _state(plan: Plan) -> dict[str, np.ndarray]:
+    """The generated module's state dict: float32 tensors (BN statistics were derived in
+    float64), integer counters kept."""
+    return {
+        name: value if value.dtype.kind in "iub" else np.asarray(value, dtype=np.float32)
+        for name, value in ((k, np.asarray(v)) for k, v in plan.arrays.items())
+    }
+
+
+def code_config(
+    net: Net,
+    plan: Plan,
+    model_class: str,
+    means: Sequence[float] | None,
+    mean_source: str | None,
+) -> dict[str, Any]:
+    """config.json: what the folder holds and how to feed the model."""
+    shapes = {name: list(shape) for name, shape in net.input_shapes().items()}
+    channels = next(iter(shapes.values()))[1] if shapes else 0
+    config: dict[str, Any] = {
+        "architecture": plan.config["architecture"],
+        "model_file": "model.py",
+        "model_class": model_class,
+        "weights_file": "model.safetensors",
+        "input_names": list(shapes),
+        "input_shapes": shapes,
+        "input_convention": {
+            "layout": "NCHW",
+            "channel_order": "BGR" if channels == 3 else "as in training",
+            "range": [0, 255],
+            "mean": None if means is None else [round(m, 4) for m in means],
+            "mean_source": mean_source,
+            "std": [1.0] * channels,
+            "description": (
+                "Caffe convention: values 0-255 minus the training mean (per-pixel or "
+                "per-channel), no division by a std"
+            ),
+        },
+        "output_blob": plan.config["output_name"],
+    }
+    if plan.config["architecture"] == "resnet":
+        config["num_classes"] = plan.config["num_classes"]
+    config.update(
+        {
+            "source_prototxt": Path(net.source).name,
+            "source_caffemodel": Path(net.weights_source or "").name,
+            "caffe2torch_version": __version__,
+            "verified": None,
+        }
+    )
+    return config
+
+
+def model_card(config: Mapping[str, Any], title: str) -> str:
+    """README.md: YAML front matter for the hub, then loading, preprocessing and parity."""
+    convention = config["input_convention"]
+    if convention["mean"] is not None:
+        mean = f"minus the mean {convention['mean']} (per channel"
+        mean += f", from {convention['mean_source']})" if convention["mean_source"] else ")"
+    else:
+        mean = "minus the mean the net was trained with (not given at conversion: `--mean`)"
+    inputs = ", ".join(f"`{n}` {tuple(s)}" for n, s in config["input_shapes"].items())
+    verified = config["verified"]
+    if verified:
+        parity = (
+            f"Verified at conversion (`caffe2torch convert --verify`) against "
+            f"{verified['reference']}: {verified['compared']} blob(s) compared, worst relative "
+            f"error {verified['worst_rel']:.2e} at blob `{verified['worst_blob']}` (tolerance "
+            f"{verified['tolerance']:.0e}, measured as max|ours - ref| / max|ref|); "
+            f"{'passed' if verified['passed'] else 'FAILED'}."
+        )
+    else:
+        parity = (
+            "Not verified at conversion time. Run `caffe2torch verify "
+            f"{config['source_prototxt']} {config['source_caffemodel']} --converted <this "
+            "folder>` to compare it with a reference."
+        )
+    tags = ["caffe2torch", "caffe", "image-classification"]
+    if config["architecture"] == "resnet":
+        tags.append("resnet")
+    lines = [
+        "---",
+        "library_name: pytorch",
+        "tags:",
+        *[f"- {tag}" for tag in tags],
+        "# license: set it to the licence of the original Caffe weights before publishing",
+        "# (caffe2torch cannot know it; Kaiming He's ResNet weights are described as MIT).",
+        "---",
+        "",
+        f"# {title}",
+        "",
+        f"A PyTorch conversion of `{config['source_prototxt']}` + "
+        f"`{config['source_caffemodel']}`, made by caffe2torch {config['caffe2torch_version']}. "
+        "`model.py` needs only PyTorch; `model.safetensors` holds its weights.",
+        "",
+        "## Load",
+        "",
+        "```python",
+        "from model import load  # with this folder on sys.path, or copy model.py",
+        "",
+        "model = load()  # eval mode, weights from the model.safetensors beside model.py",
+        f"out = model(x)  # blob '{config['output_blob']}'",
+        "```",
+        "",
+        "## Preprocessing",
+        "",
+        f"Input {inputs}, float32, {convention['layout']}, "
+        f"{convention['channel_order']} channel order, values 0-255 {mean}, "
+        "no division by a std: Caffe's convention.",
+        "",
+        "## Parity",
+        "",
+        parity,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_code_folder(
+    net: Net,
+    plan: Plan,
+    folder: str | os.PathLike,
+    metadata: Mapping[str, str],
+    means: Sequence[float] | None = None,
+    mean_source: str | None = None,
+) -> Path:
+    """Write the folder (see the module docstring) atomically; returns its path."""
+    folder = Path(folder)
+    check_folder_replaceable(folder, CODE_FILES)
+    source, model_class = model_source(net, plan)
+    config = code_config(net, plan, model_class, means, mean_source)
+    with atomic_folder(folder, CODE_FILES) as tmp:
+        (tmp / "model.py").write_text(source, encoding="utf-8")
+        write_converted(_state(plan), metadata, tmp / "model.safetensors")
+        _write_json(tmp / "config.json", config)
+        (tmp / "README.md").write_text(model_card(config, _title(net)), encoding="utf-8")
+    return folder
+
+
+def _title(net: Net) -> str:
+    return Path(net.weights_source or net.source).stem
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    with atomic_write(path) as handle:
+        handle.write((json.dumps(data, indent=2) + "\n").encode())
+
+
+def record_parity(folder: str | os.PathLike, report: ParityReport) -> None:
+    """Write ``verify``'s result into config.json (``verified``) and the card."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    worst = max(report.rows, key=lambda row: row.rel, default=None)
+    config["verified"] = {
+        "reference": report.reference,
+        "precision": report.precision,
+        "compared": len(report.rows),
+        "worst_blob": worst.name if worst else None,
+        "worst_rel": worst.rel if worst else None,
+        "tolerance": report.tolerance,
+        "passed": report.passed,
+    }
+    _write_json(folder / "config.json", config)
+    title = (folder / "README.md").read_text(encoding="utf-8").split("\n# ", 1)[1].split("\n")[0]
+    with atomic_write(folder / "README.md") as handle:
+        handle.write(model_card(config, title).encode())
+
+
+# ----------------------------------------------------------------------------- running one
+
+
+def is_code_folder(path: str | os.PathLike) -> bool:
+    return (Path(path) / "model.py").is_file() and (Path(path) / "config.json").is_file()
+
+
+def load_code_folder(folder: str | os.PathLike):
+    """The folder's model.py imported under a name of its own (no clash with another
+    ``model`` module) and its ``load()`` called, as a module with ``forward_blobs`` giving
+    the output blob: what ``verify --converted FOLDER`` runs."""
+    import torch
+    from torch import nn
+
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        output, inputs = config["output_blob"], config["input_names"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConverterError(
+            f"{folder / 'config.json'}: not a caffe2torch config ({exc})"
+        ) from None
+    name = f"_caffe2torch_code_{abs(hash(str(folder.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        net = module.load(folder / "model.safetensors")
+    except Exception as exc:  # the user may have edited it: report, do not crash
+        raise ConverterError(f"{folder / 'model.py'}: cannot load the model ({exc})") from None
+    finally:
+        sys.modules.pop(name, None)
+
+    class CodeModel(nn.Module):
+        """The generated module, seen as verify sees converted models."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.input_names, self.output_name = inputs, output
+
+        def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+            return self.net(*xs)
+
+        def forward_blobs(
+            self, *xs: torch.Tensor, names=None, on_final=None
+        ) -> dict[str, torch.Tensor]:
+            value = self.net(*xs)
+            if on_final is not None:
+                on_final(output, value)
+            return {output: value}
+
+        def caffe_config(self) -> dict[str, Any]:
+            return {"input_shapes": config["input_shapes"]}
+
+    return CodeModel().eval()

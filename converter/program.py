@@ -1,0 +1,230 @@
+"""pt2 and ONNX files: the converted net as a traced program that runs without caffe2torch.
+
+``--format pt2`` writes a ``torch.export`` ExportedProgram (``torch.export.load(path)``);
+``--format onnx`` an ONNX model (opset 18) for onnxruntime and other runtimes. Both take
+the net's inputs in ``input_names`` order, return its final output blob, and leave the
+batch dimension dynamic. ``load_program`` runs either as a module, for ``verify``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from converter.errors import ConverterError
+from converter.io.atomic import atomic_write
+
+ONNX_OPSET = 18
+ONNX_HINT = "pip install 'caffe2torch[onnx]' (onnx, onnxscript and onnxruntime)"
+METADATA_KEY = "caffe2torch.json"  # pt2 extra file / ONNX metadata_props key (JSON)
+
+
+class _Inputs(nn.Module):
+    """Calls the model with the net's inputs as positional arguments (a fixed signature
+    for torch.export, whatever the model's own forward looks like)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(*inputs)
+
+
+def _example_inputs(input_shapes: dict[str, Sequence[int]]) -> tuple[torch.Tensor, ...]:
+    """Zeros of the declared shapes, with batch 2 where the net says 1: torch.export treats
+    a size-1 dimension as a constant, and the batch must stay free."""
+    return tuple(
+        torch.zeros((max(2, int(shape[0])), *map(int, shape[1:])))
+        for shape in input_shapes.values()
+    )
+
+
+def export_program(
+    model: nn.Module,
+    input_shapes: dict[str, Sequence[int]],
+    warn: Callable[[str], None] | None = None,
+) -> torch.export.ExportedProgram:
+    """``model`` (float32, eval mode) traced by ``torch.export`` with a dynamic batch.
+
+    A net whose layers fix the batch size (a Reshape naming it, say) is traced at its
+    declared batch instead, and ``warn`` is told so.
+    """
+    wrapper = _Inputs(model).eval()
+    examples = _example_inputs(input_shapes)
+    batch = torch.export.Dim("batch", min=1)
+    dynamic = tuple({0: batch} for _ in examples)
+    with torch.no_grad():
+        try:
+            return torch.export.export(wrapper, examples, dynamic_shapes=(dynamic,))
+        except Exception as exc:  # torch reports a fixed batch with several error types
+            reason = str(exc).strip().split("\n")[0]
+        declared = tuple(torch.zeros(tuple(map(int, s))) for s in input_shapes.values())
+        try:
+            program = torch.export.export(wrapper, declared)
+        except Exception as exc:
+            raise ConverterError(
+                f"torch.export cannot trace this net: {str(exc).strip().splitlines()[0]}"
+            ) from None
+    if warn is not None:
+        warn(f"the batch size stays fixed at the declared {declared[0].shape[0]} ({reason})")
+    return program
+
+
+def write_pt2(
+    program: torch.export.ExportedProgram, metadata: dict[str, str], path: str | os.PathLike
+) -> Path:
+    """Save ``program`` atomically (``torch.export.save``), ``metadata`` (``program_metadata``)
+    as an extra file of the archive (``torch.export.load(path, extra_files=...)``)."""
+    with atomic_write(path) as handle:
+        torch.export.save(program, handle, extra_files=dict(metadata))
+    return Path(path)
+
+
+def write_onnx(
+    program: torch.export.ExportedProgram,
+    input_names: Sequence[str],
+    output_name: str,
+    metadata: dict[str, str],
+    path: str | os.PathLike,
+) -> Path:
+    """Translate ``program`` to ONNX (opset ``ONNX_OPSET``, weights inside the file, the
+    net's blob names on inputs and output, ``metadata`` as model properties), atomically."""
+    try:
+        import onnx  # noqa: F401  (the exporter needs it and onnxscript)
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise ConverterError(f"--format onnx needs {exc.name}: {ONNX_HINT}") from None
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "torchvision is not installed" lines are noise here
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            onnx_program = torch.onnx.export(
+                program,
+                input_names=list(input_names),
+                output_names=[output_name],
+                opset_version=ONNX_OPSET,
+                dynamo=True,
+                verbose=False,
+            )
+    except Exception as exc:
+        raise ConverterError(
+            f"{path}: the ONNX exporter cannot translate this net: "
+            f"{str(exc).strip().splitlines()[0]}"
+        ) from None
+    finally:
+        quiet.setLevel(level)
+    proto = onnx_program.model_proto
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    with atomic_write(path) as handle:
+        handle.write(proto.SerializeToString())
+    return Path(path)
+
+
+def program_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """What a pt2 or ONNX file keeps of a conversion's metadata (under one key, as JSON)."""
+    keep = ("producer", "architecture", "source_prototxt", "source_caffemodel", "input_names")
+    keep += ("input_shapes", "input_convention", "output_blob")
+    return {METADATA_KEY: json.dumps({k: metadata[k] for k in keep if k in metadata})}
+
+
+# ----------------------------------------------------------------------------- running them
+
+
+class LoadedProgram(nn.Module):
+    """A pt2 or ONNX file as a module: ``forward(*inputs)`` gives the net's output blob and
+    ``forward_blobs`` gives that one blob by name (a traced program keeps no others).
+    It runs in float32 only (``fixed_dtype``)."""
+
+    fixed_dtype = torch.float32
+
+    def __init__(self, run: Callable[..., torch.Tensor], metadata: dict[str, str]):
+        super().__init__()
+        self._run = run
+        self.metadata = dict(metadata)
+        self.input_names = json.loads(metadata["input_names"])
+        self.input_shapes = json.loads(metadata["input_shapes"])
+        self.output_name = metadata["output_blob"]
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self._run(*inputs)
+
+    def forward_blobs(
+        self,
+        *inputs: torch.Tensor,
+        names: Sequence[str] | None = None,
+        on_final: Callable[[str, torch.Tensor], None] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The output blob (``on_final`` is handed it too, as converter models do)."""
+        output = self._run(*inputs)
+        if on_final is not None:
+            on_final(self.output_name, output)
+        return {self.output_name: output}
+
+    def caffe_config(self) -> dict[str, object]:
+        return {"input_shapes": self.input_shapes}
+
+
+def load_program(path: str | os.PathLike) -> LoadedProgram:
+    """A ``.pt2`` (``torch.export.load``) or ``.onnx`` (onnxruntime) file written by
+    caffe2torch, ready to run. Raises ConverterError for an unreadable file, one without
+    caffe2torch's metadata, or a missing onnxruntime."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConverterError(f"{path}: no such file")
+    if path.suffix == ".onnx":
+        run, stored = _onnx_runner(path)
+    else:
+        extra = {METADATA_KEY: ""}
+        try:
+            run = torch.export.load(path, extra_files=extra).module()
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConverterError(
+                f"{path}: not a readable torch.export (.pt2) file ({reason})"
+            ) from None
+        stored = extra[METADATA_KEY]
+    try:
+        metadata = json.loads(stored)
+        return LoadedProgram(run, metadata)
+    except (ValueError, KeyError, TypeError):
+        raise ConverterError(
+            f"{path}: holds no caffe2torch metadata ({METADATA_KEY}); was it written by "
+            "caffe2torch convert?"
+        ) from None
+
+
+def _onnx_runner(path: Path) -> tuple[Callable[..., torch.Tensor], str]:
+    """A function running the ONNX file with onnxruntime, and the file's stored metadata."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConverterError(f"{path}: running ONNX needs onnxruntime: {ONNX_HINT}") from None
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConverterError(f"{path}: onnxruntime cannot load it ({reason})") from None
+    names = [item.name for item in session.get_inputs()]
+
+    def run(*inputs: torch.Tensor) -> torch.Tensor:
+        feed = {
+            name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+            for name, x in zip(names, inputs)
+        }
+        return torch.from_numpy(session.run(None, feed)[0])
+
+    return run, session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "")

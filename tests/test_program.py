@@ -1,0 +1,114 @@
+"""pt2 and ONNX outputs: dynamic batch, the net's names, ``verify --converted`` on both."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+
+import converter
+from conftest import load_case, rel_error
+from converter.cli import main
+from converter.errors import ConverterError
+from converter.export import output_format
+from converter.program import ONNX_OPSET, load_program
+
+CONV = load_case("conv_variants")
+R50 = load_case("resnet50_w8_calibrated")
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("programs")
+    return {
+        fmt: converter.convert(CONV.prototxt, CONV.caffemodel, folder / f"conv.{fmt}")
+        for fmt in ("pt2", "onnx")
+    }
+
+
+def test_extensions_choose_the_format():
+    assert [output_format(f"x{ext}", None) for ext in (".pt2", ".onnx", ".pkl", ".pth")] == [
+        "pt2",
+        "onnx",
+        "detectron2",
+        "pt",
+    ]
+    assert output_format("folder", "code") == "code"
+    with pytest.raises(ConverterError, match="unknown format"):
+        output_format("x", "tflite")
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_batch_is_dynamic(programs, batch):
+    x = np.concatenate([CONV.input] * 2)[:batch]
+    expected = converter.load(CONV.prototxt, CONV.caffemodel)(torch.from_numpy(x))
+    pt2 = torch.export.load(programs["pt2"]).module()(torch.from_numpy(x))
+    session = onnxruntime.InferenceSession(str(programs["onnx"]))
+    (onnx_out,) = session.run(None, {"data": x})
+    assert pt2.shape[0] == batch and onnx_out.shape[0] == batch
+    assert rel_error(pt2.detach().numpy(), expected.detach().numpy()) < 1e-6
+    assert rel_error(onnx_out, expected.detach().numpy()) < 1e-5
+
+
+def test_onnx_names_opset_and_metadata(programs):
+    model = onnx.load(str(programs["onnx"]))
+    net = converter.load(CONV.prototxt, CONV.caffemodel)
+    assert [i.name for i in model.graph.input] == ["data"]
+    assert [o.name for o in model.graph.output] == [net.output_name]
+    assert max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx")) >= 17
+    assert ONNX_OPSET >= 17
+    loaded = load_program(programs["onnx"])
+    assert (loaded.input_names, loaded.output_name) == (["data"], net.output_name)
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+@pytest.mark.parametrize("reference", ["numpy", "saved"])
+def test_verify_accepts_both(programs, capsys, fmt, reference):
+    args = ["verify", str(CONV.prototxt), str(CONV.caffemodel), "--converted", str(programs[fmt])]
+    if reference == "saved":
+        args += ["--reference", str(CONV.folder / "blobs.npz")]
+        args += ["--input", str(CONV.folder / "input.npy")]
+    else:
+        args += ["--reference", "numpy"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "PASS: 1 blobs" in out and "float32" in out
+
+
+def test_verify_fails_on_a_wrong_program(tmp_path, capsys):
+    """A program whose weights are off must fail verify (the comparison is real)."""
+    net = converter.read_net(R50.prototxt, R50.caffemodel)
+    scale = next(layer for layer in net.layers if layer.type == "Scale")
+    scale.blobs[0] = scale.blobs[0] * 1.01  # a 1% gamma change in the stem
+    from converter.conversion import plan_conversion
+    from converter.targets import write_target
+
+    plan = plan_conversion(net, False)
+    wrong = write_target("pt2", net, plan, tmp_path / "wrong.pt2")
+    args = ["verify", str(R50.prototxt), str(R50.caffemodel), "--converted", str(wrong)]
+    assert main([*args, "--reference", "numpy"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_verify_refuses_a_program_of_another_net(programs, capsys):
+    args = ["verify", str(R50.prototxt), str(R50.caffemodel), "--converted"]
+    assert main([*args, str(programs["onnx"])]) == 2
+    err = capsys.readouterr().err
+    assert "was it converted from this net?" in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_onnxruntime_gives_the_install_hint(programs, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ConverterError, match=r"caffe2torch\[onnx\]"):
+        load_program(programs["onnx"])
+
+
+def test_unreadable_program_is_one_error(tmp_path):
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ConverterError, match="not a readable torch.export"):
+        load_program(bad)
