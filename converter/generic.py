@@ -157,6 +157,13 @@ class CaffeGraph(nn.Module):
             "module_names": dict(self.module_names),
         }
 
+    @property
+    def steps(self) -> tuple[_Step, ...]:
+        """The layers in Caffe's order: module name, type, bottoms, tops, whether the module
+        runs once per bottom, and for each in-place top the other blobs sharing its data
+        (what ``--format code`` writes out as a straight-line forward)."""
+        return tuple(self._steps)
+
     def _unique_name(self, caffe_name: str) -> str:
         base = re.sub(r"[^0-9A-Za-z_]", "_", caffe_name) or "layer"
         if base[0].isdigit():

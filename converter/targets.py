@@ -90,7 +90,7 @@ def write_target(
         from converter.codegen.folder import write_code_folder
 
         source = Path(mean).name if mean is not None and Path(mean).is_file() else mean
-        return write_code_folder(net, plan, output, metadata, means, source)
+        return write_code_folder(net, plan, output, means, source)
     if format in ("pt2", "onnx"):
         return _write_program(format, net, plan, output, metadata, tell)
     return _write_checkpoint(format, net, plan, output, metadata, means, input, tell)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,6 +21,7 @@ from converter.cli import main
 from converter.codegen.folder import CODE_FILES
 from converter.codegen.resnet import resnet_source
 from converter.errors import ConverterError
+from converter.layers import LayerCode, same_shape
 from converter.resnet import kaiming_config, recognize
 
 R50 = load_case("resnet50_w8_calibrated")
@@ -104,7 +106,11 @@ def test_stride_in_1x1_is_the_one_knob(tmp_path):
     assert torchvision.layer2[0].conv2.stride == (2, 2)
 
 
-def test_generated_code_passes_ruff(tmp_path):
+# The rules this project holds its own code to (pyproject.toml), at ruff's default width.
+RUFF_RULES = ["--isolated", "--select", "E,F,W,I,UP,B", "--ignore", "B905"]
+
+
+def test_generated_resnet_code_passes_ruff(tmp_path):
     sources = [write_code(R50, tmp_path / "r50") / "model.py"]
     sources.append(write_code(R18, tmp_path / "r18") / "model.py")
     for depth in (101, 152):  # Kaiming's own prototxts: no conv1 bias, res4b1..b22 names
@@ -113,10 +119,53 @@ def test_generated_code_passes_ruff(tmp_path):
         path.write_text(resnet_source(config, "deploy.prototxt", "w.caffemodel", "0.1.0"))
         sources.append(path)
     args = [str(p) for p in sources]
-    check = ruff("check", "--isolated", "--select", "E,F,W,I,UP,B", *args)
+    check = ruff("check", *RUFF_RULES, *args)
     assert check.returncode == 0, check.stdout
     formatted = ruff("format", "--isolated", "--check", "--diff", *args)
     assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+
+
+GENERIC = [load_case(name) for name in ("pool_ceil", "bn_variants", "conv_variants")]
+
+
+def test_generated_graph_code_passes_ruff(tmp_path):
+    """Every layer type's emitter and helper, on the edge-case nets (and a ResNet written
+    straight-line with --generic); long Caffe names may make a line longer than 88."""
+    sources = [write_code(case, tmp_path / case.name) / "model.py" for case in GENERIC]
+    sources.append(write_code(R18, tmp_path / "r18", "--generic") / "model.py")
+    args = [str(p) for p in sources]
+    check = ruff("check", *RUFF_RULES, "--extend-ignore", "E501", *args)
+    assert check.returncode == 0, check.stdout
+    formatted = ruff("format", "--isolated", "--check", "--diff", *args)
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+
+
+def test_graph_code_is_straight_line_over_caffe_blobs(tmp_path):
+    folder = write_code(load_case("bn_variants"), tmp_path / "bn")
+    text = (folder / "model.py").read_text()
+    tree = ast.parse(text)
+    net_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Net")
+    methods = {n.name: n for n in net_class.body if isinstance(n, ast.FunctionDef)}
+    body = methods.get("forward_outputs", methods["forward"]).body
+    assert not any(isinstance(node, (ast.For, ast.While, ast.If)) for node in body)
+    blobs = set(converter.read_net(GENERIC[1].prototxt).blob_names())
+    assigned = {
+        target.id
+        for node in body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    assert assigned and assigned <= blobs  # every local is a Caffe blob
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_class"] == "Net" and config["architecture"] == "generic"
+
+
+def test_graph_code_is_byte_identical_across_runs(tmp_path):
+    first = write_code(GENERIC[2], tmp_path / "a")
+    second = write_code(GENERIC[2], tmp_path / "b")
+    for name in CODE_FILES:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
 def test_generated_folder_is_byte_identical_across_runs(tmp_path):
@@ -159,29 +208,77 @@ def test_irregular_resnet_is_refused_by_the_resnet_writer():
         resnet_source(biased, "a", "b", "0")
 
 
-def test_refusals_write_nothing(tmp_path, capsys):
-    pool = load_case("pool_ceil")
-    out = tmp_path / "pool"
-    code = main(
-        ["convert", str(pool.prototxt), str(pool.caffemodel), "-o", str(out)]
-        + [
-            "--format",
-            "code",
-        ]
+TIMES_TWO = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "double" type: "TimesTwo" bottom: "conv" top: "out" }
+"""  # noqa: E501
+
+
+def times_two_pair(tmp_path: Path) -> tuple[Path, Path]:
+    """A net using a user's layer type 'TimesTwo' (y = 2x), and its caffemodel."""
+    prototxt = tmp_path / "two.prototxt"
+    prototxt.write_text(TIMES_TWO)
+    net = converter.read_net(prototxt)
+    conv = next(layer for layer in net.layers if layer.name == "conv")
+    conv.blobs = [np.full((2, 3, 1, 1), 0.5, np.float32), np.array([1, -1], np.float32)]
+    caffemodel = tmp_path / "two.caffemodel"
+    converter.write_caffemodel(net, caffemodel)
+    return prototxt, caffemodel
+
+
+@pytest.fixture
+def times_two():
+    """Registers 'TimesTwo' for one test: shape and module, no code emitter."""
+    converter.register_layer(
+        "TimesTwo",
+        shape=same_shape,
+        module=lambda layer, bottoms, where: Doubler(),
     )
+    yield
+    converter.unregister_layer("TimesTwo")
+
+
+class Doubler(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x
+
+
+def test_type_without_emitter_is_refused_before_writing(tmp_path, capsys, times_two):
+    prototxt, caffemodel = times_two_pair(tmp_path)
+    out = tmp_path / "out"
+    code = main(["convert", str(prototxt), str(caffemodel), "-o", str(out), "--format", "code"])
     err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "ResNets only" in err
-    assert not out.exists() and list(tmp_path.iterdir()) == []
-    # --fuse-bn folds BN away: not the torchvision form
-    code = main(
-        ["convert", str(R50.prototxt), str(R50.caffemodel), "-o", str(out)]
-        + [
-            "--format",
-            "code",
-            "--fuse-bn",
-        ]
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "cannot write layer type(s) TimesTwo" in err
+    assert not out.exists() and not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+
+
+def test_a_users_emitter_writes_their_type(tmp_path):
+    converter.register_layer(
+        "TimesTwo",
+        shape=same_shape,
+        module=lambda layer, bottoms, where: Doubler(),
+        code=lambda layer, bottoms, where: LayerCode("{0} * 2"),
     )
-    assert code == 2 and "folded" in capsys.readouterr().err
+    try:
+        prototxt, caffemodel = times_two_pair(tmp_path)
+        folder = converter.convert(prototxt, caffemodel, tmp_path / "out", format="code")
+        module = import_model(folder, "gen_times_two")
+        assert "out = conv * 2" in (folder / "model.py").read_text()
+        x = torch.randn(2, 3, 4, 4)
+        expected = converter.load(prototxt, caffemodel)(x)
+        assert torch.allclose(module.load()(x), expected)
+    finally:
+        converter.unregister_layer("TimesTwo")
+
+
+def test_fuse_bn_is_refused_for_code(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["convert", str(R50.prototxt), str(R50.caffemodel), "-o", str(out)]
+    assert main([*args, "--format", "code", "--fuse-bn"]) == 2
+    assert "--fuse-bn" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,9 +1,6 @@
 """Acceptance of the outputs that live without caffe2torch: ``--format code`` folders, pt2
 and ONNX files, each run in a fresh Python process in which ``import converter`` fails,
 must reproduce real Caffe's saved output blob within the case's tolerance.
-
-Nets the code generator cannot write yet (non-ResNets until the layer registry brings
-per-type emitters) must be refused in one line, with nothing written.
 """
 
 from __future__ import annotations
@@ -134,14 +131,7 @@ def _check_case(case: ArtifactCase, tmp: Path) -> None:
     """Convert ``case`` to every standalone format, run them without converter, compare."""
     job = {"input": str(case.input)}
     for fmt, name in (("pt2", "net.pt2"), ("onnx", "net.onnx"), ("code", "code")):
-        try:
-            path = converter.convert(case.prototxt, case.caffemodel, tmp / name, format=fmt)
-        except ConverterError as exc:
-            if fmt != "code" or "ResNets only" not in str(exc):
-                raise
-            assert not (tmp / name).exists(), "a refused conversion wrote something"
-            continue
-        job[fmt] = str(path)
+        job[fmt] = str(converter.convert(case.prototxt, case.caffemodel, tmp / name, format=fmt))
     outputs = run_standalone(job, tmp)
     model = converter.load(case.prototxt, case.caffemodel)
     with np.load(case.blobs) as blobs:
@@ -149,7 +139,7 @@ def _check_case(case: ArtifactCase, tmp: Path) -> None:
     for fmt, value in outputs.items():
         error = rel_error(value, reference)
         assert error <= case.tolerance, (case.name, fmt, error, case.tolerance)
-    assert {"pt2", "onnx"} <= set(outputs)
+    assert set(outputs) == {"code", "pt2", "onnx"}
 
 
 # The bundled ResNet-50 example and the layer edge cases run by default, the rest as slow.

@@ -6,6 +6,7 @@ order) and pass ``ruff check`` and ``ruff format --check`` with ruff's defaults.
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Sequence
 
@@ -27,6 +28,18 @@ def header(prototxt: str, caffemodel: str, version: str, docstring: str) -> str:
         f'"""{docstring}\n"""\n\n'
         "from __future__ import annotations\n"
     )
+
+
+def number(value: float) -> str:
+    """A float parameter of a Caffe layer (a float32) as the shortest literal that gives the
+    same float32: ``0.1``, not ``0.10000000149011612``."""
+    import numpy as np
+
+    value = float(value)
+    if math.isinf(value) or math.isnan(value):
+        return f"float({str(value)!r})"
+    text = str(np.float32(value)) if float(np.float32(value)) == value else repr(value)
+    return text if any(c in text for c in ".e") else text + ".0"
 
 
 def literal(value: int | float | bool | Sequence[int]) -> str:

@@ -37,23 +37,32 @@ if TYPE_CHECKING:
 CODE_FILES = ("model.py", "model.safetensors", "config.json", "README.md")
 
 
-def model_source(net: Net, plan: Plan) -> tuple[str, str]:
-    """(model.py's text, its model class name) for the planned conversion of ``net``.
+def model_source(net: Net, plan: Plan) -> tuple[str, str, Plan]:
+    """(model.py's text, its model class name, the plan whose arrays fill it) for ``net``.
 
-    Raises ConverterError, before anything is written, for a net this format cannot
-    represent yet.
+    A recognised ResNet of torchvision's form gets the ResNet file; any other net (or
+    ``--generic``) the straight-line one. Raises ConverterError, before anything is
+    written, for a net this format cannot represent.
     """
     prototxt = Path(net.source).name
     caffemodel = Path(net.weights_source or "").name
+    if plan.config.get("fused_bn"):
+        raise ConverterError(
+            f"{net.source}: --format code writes BatchNorm as Caffe has it; --fuse-bn "
+            "is for weight files, pt2 and ONNX"
+        )
     if plan.config["architecture"] == "resnet":
         config = ResNetConfig.from_dict(plan.config)
         if fits_resnet_form(config):
-            return resnet_source(config, prototxt, caffemodel, __version__), "ResNet"
-        resnet_source(config, prototxt, caffemodel, __version__)  # raises, saying why
-    raise ConverterError(
-        f"{net.source}: --format code writes recognised ResNets only for now "
-        "(other nets need the layer registry's code emitters)"
-    )
+            return resnet_source(config, prototxt, caffemodel, __version__), "ResNet", plan
+    from converter.codegen.graph import check_codegen, graph_source
+    from converter.conversion import plan_conversion
+
+    check_codegen(net)  # before building anything
+    if plan.config["architecture"] != "generic":
+        plan = plan_conversion(net, generic=True)
+    source = graph_source(net, plan.build(), prototxt, caffemodel, __version__)
+    return source, "Net", plan
 
 
 def _state(plan: Plan) -> dict[str, np.ndarray]:
@@ -178,18 +187,20 @@ def write_code_folder(
     net: Net,
     plan: Plan,
     folder: str | os.PathLike,
-    metadata: Mapping[str, str],
     means: Sequence[float] | None = None,
     mean_source: str | None = None,
 ) -> Path:
-    """Write the folder (see the module docstring) atomically; returns its path."""
+    """Write the folder (see the module docstring) atomically; returns its path.
+    model.safetensors also carries caffe2torch's metadata, so ``converter.load`` reads it."""
+    from converter.conversion import file_metadata
+
     folder = Path(folder)
     check_folder_replaceable(folder, CODE_FILES)
-    source, model_class = model_source(net, plan)
+    source, model_class, plan = model_source(net, plan)
     config = code_config(net, plan, model_class, means, mean_source)
     with atomic_folder(folder, CODE_FILES) as tmp:
         (tmp / "model.py").write_text(source, encoding="utf-8")
-        write_converted(_state(plan), metadata, tmp / "model.safetensors")
+        write_converted(_state(plan), file_metadata(plan, net), tmp / "model.safetensors")
         _write_json(tmp / "config.json", config)
         (tmp / "README.md").write_text(model_card(config, _title(net)), encoding="utf-8")
     return folder

@@ -27,6 +27,7 @@ from converter.layers import (  # noqa: F401
 from converter.layers.conv import conv_geometry
 from converter.layers.pool import PoolGeometry, pool_geometry
 from converter.layers.registry import (
+    LayerCode,
     LayerShapes,
     LayerType,
     Shape,
@@ -43,6 +44,7 @@ from converter.layers.registry import (
 from converter.layers.shape import reshape_shape, slice_bounds
 
 __all__ = [
+    "LayerCode",
     "LayerShapes",
     "LayerType",
     "PoolGeometry",

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 
+from converter.codegen.common import number
 from converter.errors import ConverterError
 from converter.layers.registry import (
+    LayerCode,
     LayerShapes,
     Shape,
     canonical_axis,
@@ -110,22 +112,81 @@ def _clip_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
     return same_shape(layer, bottoms, where)
 
 
-def _elementwise(name: str, module, shape=same_shape) -> None:
-    register_layer(name, shape=shape, module=module, in_place=True)
+# ----------------------------------------------------------------------------- code
 
 
-_elementwise("ReLU", _relu_module)
+def _relu_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    slope = layer.param.relu_param.negative_slope
+    return LayerCode(f"F.leaky_relu({{0}}, {number(slope)})" if slope != 0 else "torch.relu({0})")
+
+
+_SHARED_PRELU = '''
+class SharedPReLU(nn.Module):
+    """Caffe's PReLU with one slope for every channel (a 0-d weight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) + self.weight * torch.clamp(x, max=0)
+'''
+
+
+def _prelu_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    if layer.param.prelu_param.channel_shared:
+        return LayerCode("{m}({0})", "SharedPReLU()", (_SHARED_PRELU,))
+    channels = bottoms[0][1] if len(bottoms[0]) > 1 else 1
+    return LayerCode("{m}({0})", f"nn.PReLU({channels})")  # max(0, x) + a_c * min(0, x)
+
+
+def _power_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    pp = layer.param.power_param
+    if pp.power * pp.scale == 0:  # Caffe: a constant
+        value = 1.0 if pp.power == 0 else math.pow(pp.shift, pp.power)
+        return LayerCode(f"torch.full_like({{0}}, {number(value)})")
+    expr = "{0}"
+    if pp.scale != 1:
+        expr = f"{expr} * {number(pp.scale)}"
+    if pp.shift != 0:
+        expr = f"{expr} + {number(pp.shift)}"
+    if pp.power != 1:
+        base = "{0}" if expr == "{0}" else f"({expr})"
+        expr = f"{base}.pow({number(pp.power)})"
+    return LayerCode(expr)
+
+
+def _softmax_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    axis = canonical_axis(layer.param.softmax_param.axis, len(bottoms[0]), where)
+    return LayerCode(f"torch.softmax({{0}}, dim={axis})")
+
+
+def _fixed(text: str):
+    """An emitter writing the same expression for every layer of the type."""
+    return lambda layer, bottoms, where: LayerCode(text)
+
+
+def _elementwise(name: str, module, shape=same_shape, code=None) -> None:
+    register_layer(name, shape=shape, module=module, in_place=True, code=code)
+
+
+_elementwise("ReLU", _relu_module, code=_relu_code)
 _elementwise("ReLU6", _relu6_module)
 # x * max(0, min(1, x / 6 + 1 / 2)), the fork's formula
 _elementwise("HardSwish", lambda layer, bottoms, where: _nn().Hardswish())
 _elementwise("HardSigmoid", _hardsigmoid_module)
-_elementwise("PReLU", _prelu_module, shape=_prelu_shapes)
-_elementwise("Sigmoid", lambda layer, bottoms, where: _nn().Sigmoid())
-_elementwise("TanH", lambda layer, bottoms, where: _nn().Tanh())
-_elementwise("Power", _power_module)
-_elementwise("AbsVal", lambda layer, bottoms, where: _modules().AbsVal())
-_elementwise("Dropout", lambda layer, bottoms, where: _nn().Identity())  # TEST: a copy
-_elementwise("Softmax", _softmax_module)
+_elementwise("PReLU", _prelu_module, shape=_prelu_shapes, code=_prelu_code)
+_elementwise(
+    "Sigmoid", lambda layer, bottoms, where: _nn().Sigmoid(), code=_fixed("torch.sigmoid({0})")
+)
+_elementwise("TanH", lambda layer, bottoms, where: _nn().Tanh(), code=_fixed("torch.tanh({0})"))
+_elementwise("Power", _power_module, code=_power_code)
+_elementwise(
+    "AbsVal", lambda layer, bottoms, where: _modules().AbsVal(), code=_fixed("torch.abs({0})")
+)
+# TEST: a copy
+_elementwise("Dropout", lambda layer, bottoms, where: _nn().Identity(), code=_fixed("{0}"))
+_elementwise("Softmax", _softmax_module, code=_softmax_code)
 # nn.ELU is Caffe's x > 0 ? x : alpha * (exp(x) - 1)
 _elementwise("ELU", lambda layer, bottoms, where: _nn().ELU(layer.param.elu_param.alpha))
 _elementwise("BNLL", lambda layer, bottoms, where: _modules().BNLL())

@@ -19,8 +19,10 @@ import math
 from collections.abc import Sequence
 
 from converter import caffe_pb2
+from converter.codegen.common import literal
 from converter.errors import ConverterError
 from converter.layers.registry import (
+    LayerCode,
     LayerShapes,
     Shape,
     canonical_axis,
@@ -114,9 +116,8 @@ def _conv_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
     return LayerShapes([top] * len(bottoms), params)
 
 
-def _conv_module(layer, bottoms: list[Shape], where: str):
-    from torch import nn
-
+def _conv_spec(layer, bottoms: list[Shape], where: str):
+    """(torch class name, input channels, outputs, groups, (kernel, stride, pad, dilation))."""
     cp = layer.param.convolution_param
     shape = bottoms[0]
     axis = canonical_axis(cp.axis, len(shape), where)
@@ -126,23 +127,44 @@ def _conv_module(layer, bottoms: list[Shape], where: str):
             f"{where}: only channel axis 1 with 1 to 3 spatial axes is supported, "
             f"found axis {cp.axis} on a {len(shape)}-D input"
         )
-    kernel, stride, pad, dilation = conv_geometry(cp, spatial, where)
-    kind = (
-        (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-        if layer.type == "Deconvolution"
-        else (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-    )[spatial - 1]
+    kind = ("ConvTranspose" if layer.type == "Deconvolution" else "Conv") + f"{spatial}d"
     n_out, group = conv_channels(layer, shape[1])
-    return kind(
-        shape[1],
+    return kind, shape[1], n_out, group, conv_geometry(cp, spatial, where)
+
+
+def _conv_module(layer, bottoms: list[Shape], where: str):
+    from torch import nn
+
+    kind, channels, n_out, group, (kernel, stride, pad, dilation) = _conv_spec(
+        layer, bottoms, where
+    )
+    return getattr(nn, kind)(
+        channels,
         n_out,
         tuple(kernel),
         stride=tuple(stride),
         padding=tuple(pad),
         dilation=tuple(dilation),
         groups=group,
-        bias=cp.bias_term,
+        bias=layer.param.convolution_param.bias_term,
     )
+
+
+def _conv_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    kind, channels, n_out, group, (kernel, stride, pad, dilation) = _conv_spec(
+        layer, bottoms, where
+    )
+    args = [str(channels), str(n_out), literal(kernel)]
+    for name, values, default in (("stride", stride, 1), ("padding", pad, 0)):
+        if any(v != default for v in values):
+            args.append(f"{name}={literal(values)}")
+    if any(d != 1 for d in dilation):
+        args.append(f"dilation={literal(dilation)}")
+    if group != 1:
+        args.append(f"groups={group}")
+    if not layer.param.convolution_param.bias_term:
+        args.append("bias=False")
+    return LayerCode("{m}({0})", f"nn.{kind}({', '.join(args)})")
 
 
 # Blob 0 is (out, in / group, kernel...) for Convolution and (in, out / group, kernel...) for
@@ -153,8 +175,11 @@ register_layer(
     module=_conv_module,
     per_bottom=True,
     aliases=("DepthwiseConvolution", "ConvolutionDepthwise"),
+    code=_conv_code,
 )
-register_layer("Deconvolution", shape=_conv_shapes, module=_conv_module, per_bottom=True)
+register_layer(
+    "Deconvolution", shape=_conv_shapes, module=_conv_module, per_bottom=True, code=_conv_code
+)
 
 
 # ----------------------------------------------------------------------------- InnerProduct
@@ -180,7 +205,40 @@ def _inner_product_module(layer, bottoms: list[Shape], where: str):
     return InnerProduct(axis, shape, ip.bias_term, ip.transpose)
 
 
-register_layer("InnerProduct", shape=_inner_product_shapes, module=_inner_product_module)
+_TRANSPOSED_LINEAR = '''
+class TransposedLinear(nn.Module):
+    """Caffe's InnerProduct with ``transpose: true``: the weight is stored (in, out)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight.t(), self.bias)
+'''
+
+
+def _inner_product_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    ip = layer.param.inner_product_param
+    axis = canonical_axis(ip.axis, len(bottoms[0]), where)
+    k = math.prod(bottoms[0][axis:])
+    bias = "" if ip.bias_term else ", bias=False"
+    # Caffe flattens every axis from ``axis`` into one
+    call = "{m}({0})" if axis == len(bottoms[0]) - 1 else f"{{m}}({{0}}.flatten({axis}))"
+    if ip.transpose:
+        return LayerCode(
+            call, f"TransposedLinear({k}, {ip.num_output}{bias})", (_TRANSPOSED_LINEAR,)
+        )
+    return LayerCode(call, f"nn.Linear({k}, {ip.num_output}{bias})")
+
+
+register_layer(
+    "InnerProduct",
+    shape=_inner_product_shapes,
+    module=_inner_product_module,
+    code=_inner_product_code,
+)
 
 
 # ----------------------------------------------------------------------------- Embed

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 from converter import caffe_pb2
+from converter.codegen.common import number
 from converter.errors import ConverterError
-from converter.layers.registry import LayerShapes, Shape, need_bottoms, register_layer
+from converter.layers.registry import LayerCode, LayerShapes, Shape, need_bottoms, register_layer
 
 # ----------------------------------------------------------------------------- Eltwise
 
@@ -32,7 +33,23 @@ def _eltwise_module(layer, bottoms: list[Shape], where: str):
     return Eltwise(caffe_pb2.EltwiseParameter.EltwiseOp.Name(ep.operation), ep.coeff)
 
 
-register_layer("Eltwise", shape=_eltwise_shapes, module=_eltwise_module)
+def _eltwise_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    """The same operations, in the same order, as the Eltwise module."""
+    ep = layer.param.eltwise_param
+    names = [f"{{{i}}}" for i in range(len(bottoms))]
+    if ep.operation == caffe_pb2.EltwiseParameter.PROD:
+        return LayerCode(" * ".join(names))
+    if ep.operation == caffe_pb2.EltwiseParameter.MAX:
+        expr = names[0]
+        for name in names[1:]:
+            expr = f"torch.maximum({expr}, {name})"
+        return LayerCode(expr)
+    coeff = list(ep.coeff) or [1.0] * len(names)
+    terms = [name if c == 1 else f"{name} * {number(c)}" for name, c in zip(names, coeff)]
+    return LayerCode(" + ".join(terms))
+
+
+register_layer("Eltwise", shape=_eltwise_shapes, module=_eltwise_module, code=_eltwise_code)
 
 # ----------------------------------------------------------------------------- Axpy
 

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from converter.codegen.common import literal, number
 from converter.errors import ConverterError
 from converter.layers.registry import (
+    LayerCode,
     LayerShapes,
     Shape,
     canonical_axis,
@@ -38,11 +40,15 @@ def use_global_stats(layer) -> bool:
     return bp.use_global_stats if bp.HasField("use_global_stats") else True
 
 
+def _batch_norm_module_checks(bottoms: list[Shape], where: str) -> None:
+    if len(bottoms[0]) < 2:
+        raise ConverterError(f"{where}: BatchNorm needs an input with a channel axis")
+
+
 def _batch_norm_module(layer, bottoms: list[Shape], where: str):
     from converter.modules.norm import BatchNorm
 
-    if len(bottoms[0]) < 2:
-        raise ConverterError(f"{where}: BatchNorm needs an input with a channel axis")
+    _batch_norm_module_checks(bottoms, where)
     return BatchNorm(bottoms[0][1], layer.param.batch_norm_param.eps, use_global_stats(layer))
 
 
@@ -60,12 +66,43 @@ def _batch_norm_weights(layer, blobs, module, where: str) -> dict[str, np.ndarra
     }
 
 
+_BATCH_NORM = '''
+class CaffeBatchNorm(nn.Module):
+    """Caffe's BatchNorm: ``(x - mean) / sqrt(var + eps)`` per channel, no affine part
+    (a Scale layer follows it). Without ``use_global_stats`` Caffe normalises with the
+    batch mean and biased variance even at test time."""
+
+    def __init__(
+        self, channels: int, eps: float, use_global_stats: bool = True
+    ) -> None:
+        super().__init__()
+        self.eps = eps
+        self.use_global_stats = use_global_stats
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_global_stats:
+            mean, var = self.running_mean, self.running_var
+            return F.batch_norm(x, mean, var, None, None, False, 0.0, self.eps)
+        return F.batch_norm(x, None, None, None, None, True, 0.0, self.eps)
+'''
+
+
+def _batch_norm_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    _batch_norm_module_checks(bottoms, where)
+    eps = number(layer.param.batch_norm_param.eps)
+    batch = "" if use_global_stats(layer) else ", use_global_stats=False"
+    return LayerCode("{m}({0})", f"CaffeBatchNorm({bottoms[0][1]}, {eps}{batch})", (_BATCH_NORM,))
+
+
 register_layer(
     "BatchNorm",
     shape=_batch_norm_shapes,
     module=_batch_norm_module,
     weights=_batch_norm_weights,
     in_place=True,
+    code=_batch_norm_code,
 )
 
 # ----------------------------------------------------------------------------- Scale, Bias
@@ -96,9 +133,8 @@ def _scale_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
     return LayerShapes([shape], params)
 
 
-def _scale_module(layer, bottoms: list[Shape], where: str):
-    from converter.modules.norm import Bias, Scale
-
+def _operand(layer, bottoms: list[Shape], where: str) -> tuple[int, Shape]:
+    """(axis, operand shape) of a Scale or Bias layer, checked against its input."""
     shape = bottoms[0]
     sp = _operand_param(layer)
     axis = canonical_axis(sp.axis, len(shape), where) if shape else 0
@@ -111,13 +147,78 @@ def _scale_module(layer, bottoms: list[Shape], where: str):
         raise ConverterError(
             f"{where}: operand shape {operand} does not match input {shape} at axis {axis}"
         )
+    return axis, tuple(operand)
+
+
+def _scale_module(layer, bottoms: list[Shape], where: str):
+    from converter.modules.norm import Bias, Scale
+
+    axis, operand = _operand(layer, bottoms, where)
     if layer.type == "Bias":
         return Bias(axis, operand if len(bottoms) == 1 else None)
-    return Scale(axis, operand, learned=len(bottoms) == 1, bias=sp.bias_term)
+    learned = len(bottoms) == 1
+    return Scale(axis, operand, learned=learned, bias=_operand_param(layer).bias_term)
 
 
-register_layer("Scale", shape=_scale_shapes, module=_scale_module, in_place=True)
-register_layer("Bias", shape=_scale_shapes, module=_scale_module, in_place=True)
+_SCALE = '''
+def along(t: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
+    """``t`` viewed so that its axes line up with axes ``axis...`` of an ``ndim``-D
+    tensor."""
+    return t.reshape((1,) * axis + tuple(t.shape) + (1,) * (ndim - axis - t.dim()))
+
+
+class CaffeScale(nn.Module):
+    """Caffe's Scale: ``x * gamma (+ beta)`` with gamma's axes from ``axis`` on; gamma
+    is learned, or given as a second input."""
+
+    def __init__(
+        self, axis: int, shape: tuple[int, ...], learned: bool, bias: bool
+    ) -> None:
+        super().__init__()
+        self.axis = axis
+        self.weight = nn.Parameter(torch.ones(shape)) if learned else None
+        self.bias = nn.Parameter(torch.zeros(shape)) if bias else None
+
+    def forward(
+        self, x: torch.Tensor, gamma: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        gamma = self.weight if gamma is None else gamma
+        y = x * along(gamma, self.axis, x.dim())
+        if self.bias is not None:
+            y = y + along(self.bias, self.axis, x.dim())
+        return y
+
+
+class CaffeBias(nn.Module):
+    """Caffe's Bias: ``x + b`` with b's axes from ``axis`` on; b is learned, or given as
+    a second input."""
+
+    def __init__(self, axis: int, shape: tuple[int, ...] | None) -> None:
+        super().__init__()
+        self.axis = axis
+        self.bias = nn.Parameter(torch.zeros(shape)) if shape is not None else None
+
+    def forward(self, x: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        b = self.bias if b is None else b
+        return x + along(b, self.axis, x.dim())
+'''
+
+
+def _scale_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    axis, operand = _operand(layer, bottoms, where)
+    learned = len(bottoms) == 1
+    call = "{m}({0})" if learned else "{m}({0}, {1})"
+    shape = literal(operand) if len(operand) != 2 else f"({operand[0]}, {operand[1]})"
+    if layer.type == "Bias":
+        module = f"CaffeBias({axis}, {shape if learned else None})"
+    else:
+        bias = _operand_param(layer).bias_term
+        module = f"CaffeScale({axis}, {shape}, learned={learned}, bias={bias})"
+    return LayerCode(call, module, (_SCALE,))
+
+
+register_layer("Scale", shape=_scale_shapes, module=_scale_module, in_place=True, code=_scale_code)
+register_layer("Bias", shape=_scale_shapes, module=_scale_module, in_place=True, code=_scale_code)
 
 # ----------------------------------------------------------------------------- LRN
 
@@ -130,7 +231,45 @@ def _lrn_module(layer, bottoms: list[Shape], where: str):
     return LRN(layer.param.lrn_param, where)
 
 
-register_layer("LRN", shape=same_shape, module=_lrn_module)
+_LRN = '''
+class CaffeLRN(nn.Module):
+    """Caffe's local response normalisation: ``x * (k + alpha / n * sum x^2) ^ -beta``
+    over ``n`` neighbouring channels, or within a channel (an n x n window, k = 1)."""
+
+    def __init__(
+        self, size: int, alpha: float, beta: float, k: float, across: bool
+    ) -> None:
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        self.across = across
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = (self.size - 1) // 2
+        square = x * x
+        if self.across:
+            padded = F.pad(square, (0, 0, 0, 0, half, half))
+            channels = x.shape[1]
+            total = padded[:, 0:channels]
+            for i in range(1, self.size):
+                total = total + padded[:, i : i + channels]
+            scale = self.k + (self.alpha / self.size) * total
+        else:
+            mean = F.avg_pool2d(square, self.size, 1, half, count_include_pad=True)
+            scale = 1.0 + self.alpha * mean
+        return x * scale.pow(-self.beta)
+'''
+
+
+def _lrn_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    lp = layer.param.lrn_param
+    if len(bottoms[0]) != 4 or lp.local_size % 2 == 0:  # what LRN's module refuses
+        _lrn_module(layer, bottoms, where)
+    across = lp.norm_region == lp.ACROSS_CHANNELS
+    args = [str(lp.local_size), number(lp.alpha), number(lp.beta), number(lp.k), str(across)]
+    return LayerCode("{m}({0})", f"CaffeLRN({', '.join(args)})", (_LRN,))
+
+
+register_layer("LRN", shape=same_shape, module=_lrn_module, code=_lrn_code)
 
 # ----------------------------------------------------------------------------- Normalize
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from converter import caffe_pb2
+from converter.codegen.common import literal
 from converter.errors import ConverterError
-from converter.layers.registry import LayerShapes, Shape, need_bottoms, register_layer
+from converter.layers.registry import LayerCode, LayerShapes, Shape, need_bottoms, register_layer
 
 
 @dataclass
@@ -94,7 +95,75 @@ def _pooling_module(layer, bottoms: list[Shape], where: str):
     return Pooling(layer.param.pooling_param, where, mask=pooling_mask(layer, where))
 
 
-register_layer("Pooling", shape=_pooling_shapes, module=_pooling_module)
+_CAFFE_POOL = '''
+class CaffePool2d(nn.Module):
+    """Caffe's MAX/AVE pooling where torch's ceil_mode differs from it: Caffe keeps a
+    last window that starts past the input when the stride exceeds the kernel, and drops
+    one starting in the padding on both axes when either axis is padded. The input is
+    padded (or cropped) to span exactly Caffe's windows; AVE divides by the window
+    clipped to ``in + pad``, as Caffe does."""
+
+    def __init__(self, kernel, stride, pad, mode: str, ceil: bool = True) -> None:
+        super().__init__()
+        self.kernel, self.stride, self.pad = kernel, stride, pad
+        self.mode, self.ceil = mode, ceil
+
+    def output_size(self, size: int, k: int, s: int, p: int) -> int:
+        span = size + 2 * p - k
+        return (-(-span // s) if self.ceil else span // s) + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sizes = (x.shape[-2], x.shape[-1])
+        geometry = list(zip(sizes, self.kernel, self.stride, self.pad))
+        out = [self.output_size(*g) for g in geometry]
+        if any(self.pad):
+            out = [
+                o - 1 if (o - 1) * s >= n + p else o
+                for o, (n, _, s, p) in zip(out, geometry)
+            ]
+        right = [(o - 1) * s + k - p - n for o, (n, k, s, p) in zip(out, geometry)]
+        x = x[..., : sizes[0] + min(right[0], 0), : sizes[1] + min(right[1], 0)]
+        padding = (self.pad[1], max(right[1], 0), self.pad[0], max(right[0], 0))
+        if self.mode == "MAX":  # a window of padding alone gives -FLT_MAX, as in Caffe
+            padded = F.pad(x, padding, value=-3.4028234663852886e38)
+            return F.max_pool2d(padded, self.kernel, self.stride)
+        total = F.avg_pool2d(
+            F.pad(x, padding), self.kernel, self.stride, divisor_override=1
+        )
+        divisors = []
+        for o, (n, k, s, p) in zip(out, geometry):
+            starts = torch.arange(o, device=x.device) * s - p
+            divisors.append(torch.clamp(starts + k, max=n + p) - starts)
+        return total / (divisors[0][:, None] * divisors[1][None, :]).to(x.dtype)
+'''
+
+
+def _pooling_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    """torch's pooling where it computes Caffe's windows at every input size (stride at
+    most the kernel, pad at most half of it), else ``CaffePool2d``."""
+    pp = layer.param.pooling_param
+    if pooling_mask(layer, where):
+        raise ConverterError(f"{where}: --format code does not write pooling masks yet")
+    geo = pool_geometry(pp, bottoms[0][2], bottoms[0][3], where)
+    mode = "MAX" if pp.pool == pp.MAX else "AVE"
+    kind = "Max" if mode == "MAX" else "Avg"
+    if pp.global_pooling:
+        return LayerCode(f"F.adaptive_{kind.lower()}_pool2d({{0}}, 1)")
+    ceil = pp.round_mode != caffe_pb2.PoolingParameter.FLOOR
+    if all(s <= k and 2 * p <= k for k, s, p in zip(geo.kernel, geo.stride, geo.pad)):
+        args = [literal(geo.kernel), literal(geo.stride)]
+        if any(geo.pad):
+            args.append(literal(geo.pad))
+        if ceil:
+            args.append("ceil_mode=True")
+        # AVE: count_include_pad (torch's default) divides by the window clipped to in + pad
+        return LayerCode(f"F.{kind.lower()}_pool2d({{0}}, {', '.join(args)})")
+    shape = ", ".join(f"({a}, {b})" for a, b in (geo.kernel, geo.stride, geo.pad))
+    module = f'CaffePool2d({shape}, "{mode}"{"" if ceil else ", ceil=False"})'
+    return LayerCode("{m}({0})", module, (_CAFFE_POOL,))
+
+
+register_layer("Pooling", shape=_pooling_shapes, module=_pooling_module, code=_pooling_code)
 
 # ----------------------------------------------------------------------------- SPP
 

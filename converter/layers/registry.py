@@ -16,7 +16,10 @@ family module of ``converter/layers/`` (or in a user's code), gives a type:
   (its tops share the bottom's memory in Caffe, as Split, Flatten and Reshape do), and
   ``per_bottom`` (the module runs once per bottom, one top each, as Convolution does);
 - ``reference``: the NumPy float64 forward of ``converter.executor``, kept in that package's
-  own table (it shares no forward code with the torch module, to stay a cross-check).
+  own table (it shares no forward code with the torch module, to stay a cross-check);
+- ``code(layer, bottoms, where) -> LayerCode``: how ``convert --format code`` writes the
+  layer into a standalone model.py (see ``LayerCode``); a type without it refuses that
+  format. The module it writes must have the state dict of the one ``module`` builds.
 
 ``layer`` is a ``converter.net.Layer`` (``.name``, ``.type``, ``.bottoms``, ``.tops``,
 ``.param``: its ``caffe_pb2.LayerParameter``); ``where`` is the prefix for error messages
@@ -59,10 +62,29 @@ class LayerShapes:
     at_most: bool = False
 
 
+@dataclass(frozen=True)
+class LayerCode:
+    """One layer as Python source, for the straight-line ``forward`` of a generated model.py.
+
+    ``module``: the expression building the layer's module in ``__init__`` (assigned to
+    ``self.<module name>``), or None for a layer with no state, written inline. ``call``:
+    the expression computing its top (or a tuple of its tops) in ``forward``, where ``{m}``
+    stands for the module and ``{0}``, ``{1}``, ... for the bottoms' variables. ``helpers``:
+    module-level definitions (source text) the expressions use where torch has no exact
+    equivalent; each is written once into the file. Expressions may use ``torch``, ``nn``
+    and ``F`` (``torch.nn.functional``).
+    """
+
+    call: str
+    module: str | None = None
+    helpers: tuple[str, ...] = ()
+
+
 ShapeRule = Callable[["Layer", list[Shape], str], LayerShapes]
 ModuleBuilder = Callable[["Layer", list[Shape], str], "nn.Module"]
 WeightMap = Callable[["Layer", list[np.ndarray], "nn.Module", str], dict[str, np.ndarray]]
 Forward = Callable[["Layer", list[np.ndarray], list[np.ndarray], str], list[np.ndarray]]
+CodeEmitter = Callable[["Layer", list[Shape], str], LayerCode]
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,7 @@ class LayerType:
     in_place: bool = False
     shares_memory: bool | Callable[[Layer], bool] = False
     per_bottom: bool = False
+    code: CodeEmitter | None = None
 
     def map_weights(
         self, layer: Layer, blobs: list[np.ndarray], module: nn.Module, where: str
@@ -107,6 +130,7 @@ def register_layer(
     in_place: bool = False,
     shares_memory: bool | Callable[[Layer], bool] = False,
     per_bottom: bool = False,
+    code: CodeEmitter | None = None,
     replace: bool = False,
 ) -> LayerType:
     """Make Caffe layer type ``name`` (and its ``aliases``) known to the converter.
@@ -127,7 +151,7 @@ def register_layer(
     for old in {id(_TYPES[n]): _TYPES[n] for n in taken}.values():
         _forget(old)  # every name of a replaced type, not only those given again
     record = LayerType(
-        name, shape, module, weights, tuple(aliases), in_place, shares_memory, per_bottom
+        name, shape, module, weights, tuple(aliases), in_place, shares_memory, per_bottom, code
     )
     for n in names:
         _TYPES[n] = record

@@ -14,6 +14,7 @@ import math
 
 from converter.errors import ConverterError
 from converter.layers.registry import (
+    LayerCode,
     LayerShapes,
     Shape,
     canonical_axis,
@@ -76,11 +77,18 @@ def _concat_module(layer, bottoms: list[Shape], where: str):
     return Concat(_concat_axis(layer, len(bottoms[0]), where))
 
 
+def _concat_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    axis = _concat_axis(layer, len(bottoms[0]), where)
+    names = ", ".join(f"{{{i}}}" for i in range(len(bottoms)))
+    return LayerCode(f"torch.cat([{names}], dim={axis})")
+
+
 register_layer(
     "Concat",
     shape=_concat_shapes,
     module=_concat_module,
     shares_memory=lambda layer: len(layer.bottoms) == 1,
+    code=_concat_code,
 )
 
 # ----------------------------------------------------------------------------- Slice
@@ -128,11 +136,25 @@ def _slice_module(layer, bottoms: list[Shape], where: str):
     return Slice(sp, slice_axis(sp, len(bottoms[0]), where), len(layer.tops))
 
 
+def _slice_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    sp, n_tops = layer.param.slice_param, len(layer.tops)
+    axis = slice_axis(sp, len(bottoms[0]), where)
+    if n_tops == 1:
+        return LayerCode("{0}")
+    points = list(sp.slice_point)
+    if not points:  # equal parts (Caffe requires the size to divide evenly)
+        return LayerCode(f"torch.chunk({{0}}, {n_tops}, dim={axis})")
+    sizes = [str(b - a) for a, b in zip([0, *points], points)]
+    sizes.append(f"{{0}}.shape[{axis}] - {points[-1]}")
+    return LayerCode(f"torch.split({{0}}, [{', '.join(sizes)}], dim={axis})")
+
+
 register_layer(
     "Slice",
     shape=_slice_shapes,
     module=_slice_module,
     shares_memory=lambda layer: len(layer.tops) == 1,
+    code=_slice_code,
 )
 
 # ----------------------------------------------------------------------------- Split
@@ -149,7 +171,13 @@ def _split_module(layer, bottoms: list[Shape], where: str):
     return Split(len(layer.tops))
 
 
-register_layer("Split", shape=_split_shapes, module=_split_module, shares_memory=True)
+def _split_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    return LayerCode("(" + ", ".join(["{0}"] * len(layer.tops)) + ")")
+
+
+register_layer(
+    "Split", shape=_split_shapes, module=_split_module, shares_memory=True, code=_split_code
+)
 
 # ----------------------------------------------------------------------------- Flatten
 
@@ -175,7 +203,14 @@ def _flatten_module(layer, bottoms: list[Shape], where: str):
     return Flatten(*flatten_axes(layer, len(bottoms[0]), where))
 
 
-register_layer("Flatten", shape=_flatten_shapes, module=_flatten_module, shares_memory=True)
+def _flatten_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    start, end = flatten_axes(layer, len(bottoms[0]), where)
+    return LayerCode(f"{{0}}.flatten({start}, {end})")
+
+
+register_layer(
+    "Flatten", shape=_flatten_shapes, module=_flatten_module, shares_memory=True, code=_flatten_code
+)
 
 # ----------------------------------------------------------------------------- Reshape
 
@@ -224,7 +259,22 @@ def _reshape_module(layer, bottoms: list[Shape], where: str):
     return Reshape(layer.param.reshape_param, where)
 
 
-register_layer("Reshape", shape=_reshape_shapes, module=_reshape_module, shares_memory=True)
+def _reshape_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    """The new shape as an expression of the input's: axes outside ``axis..axis+num_axes``
+    and ``0`` dims copy the input's size (so the batch stays free), ``-1`` is inferred."""
+    rp, shape = layer.param.reshape_param, bottoms[0]
+    reshape_shape(rp, shape, where)  # the same refusals
+    start = len(shape) + 1 + rp.axis if rp.axis < 0 else rp.axis
+    end = len(shape) if rp.num_axes == -1 else start + rp.num_axes
+    dims = [f"{{0}}.shape[{i}]" for i in range(start)]
+    dims += [f"{{0}}.shape[{start + i}]" if d == 0 else str(d) for i, d in enumerate(rp.shape.dim)]
+    dims += [f"{{0}}.shape[{i}]" for i in range(end, len(shape))]
+    return LayerCode(f"{{0}}.reshape({', '.join(dims)})")
+
+
+register_layer(
+    "Reshape", shape=_reshape_shapes, module=_reshape_module, shares_memory=True, code=_reshape_code
+)
 
 # ----------------------------------------------------------------------------- ShuffleChannel
 

@@ -1,0 +1,194 @@
+"""model.py for any net: a straight-line ``forward`` whose variables are Caffe's blobs.
+
+Each layer type writes itself through the ``code`` hook of its registry entry
+(``converter.layers.LayerCode``): a torch built-in where one computes exactly what Caffe
+does, a small helper module (emitted into the file) where none does. Modules keep
+``CaffeGraph``'s names (Caffe layer names made identifiers), so the generated module's
+state dict is ``CaffeGraph``'s and the converted arrays fill it unchanged. An in-place
+layer reassigns its blob's variable, as Caffe overwrites the blob; a blob sharing memory
+with one written in place (Split, Flatten, Reshape tops) is reassigned with it.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import re
+from collections.abc import Sequence
+
+from converter.codegen.common import LOADER, fill, header
+from converter.errors import ConverterError
+from converter.layers import LayerCode, lookup
+from converter.net import Net
+
+# Names the generated forward uses itself: no blob variable may take them.
+_RESERVED = {"self", "torch", "nn", "F", "json", "Path", "along"}
+
+
+def _missing_emitters(net: Net) -> list[str]:
+    types = []
+    for layer in net.layers:
+        record = lookup(layer.type)
+        if layer.type != "Input" and (record is None or record.code is None):
+            if layer.type not in types:
+                types.append(layer.type)
+    return types
+
+
+def check_codegen(net: Net) -> None:
+    """Refuse (one line) a net with a layer type that has no code emitter."""
+    missing = _missing_emitters(net)
+    if missing:
+        raise ConverterError(
+            f"{net.source}: --format code cannot write layer type(s) {', '.join(missing)} "
+            "(no code emitter registered for them: register_layer(..., code=...))"
+        )
+
+
+WIDTH = 88  # ruff's default line length
+
+
+def _statement(indent: str, statement: str, comment: str = "") -> list[str]:
+    """One statement with an optional comment, as lines ruff format leaves alone: the
+    comment goes above when the line would be too long, and a statement that is too long
+    by itself (long Caffe names) is marked ``# fmt: skip`` rather than split."""
+    line = indent + statement
+    if comment and len(f"{line}  {comment}") <= WIDTH:
+        return [f"{line}  {comment}"]
+    lines = [indent + comment] if comment else []
+    return lines + [line if len(line) <= WIDTH else f"{line}  # fmt: skip"]
+
+
+class _Names:
+    """Blob name -> a Python identifier, unique in the forward."""
+
+    def __init__(self, taken: Sequence[str]):
+        self.taken = set(_RESERVED) | set(taken)
+        self.names: dict[str, str] = {}
+
+    def __call__(self, blob: str) -> str:
+        if blob not in self.names:
+            base = re.sub(r"[^0-9A-Za-z_]", "_", blob) or "blob"
+            if base[0].isdigit():
+                base = "blob_" + base
+            if keyword.iskeyword(base):
+                base += "_"
+            name, index = base, 1
+            while name in self.taken:
+                index += 1
+                name = f"{base}_{index}"
+            self.taken.add(name)
+            self.names[blob] = name
+        return self.names[blob]
+
+
+def _quote(name: str) -> str:
+    """A Caffe name as a double-quoted string literal (ruff's preference)."""
+    return json.dumps(name)
+
+
+def graph_source(net: Net, model, prototxt: str, caffemodel: str, version: str) -> str:
+    """The text of model.py for ``net``, whose ``CaffeGraph`` is ``model`` (module names,
+    steps, output). Raises ConverterError when a layer type has no code emitter."""
+    check_codegen(net)
+    shapes = net.shapes()
+    blob_shapes: dict[str, tuple[int, ...]] = {}
+    helpers: list[str] = []
+    init: list[str] = []
+    body: list[str] = []
+    names = _Names([])
+    inputs = [names(blob) for blob in model.input_names]
+    produced: set[str] = set(model.input_names)
+    for layer, step, layer_shapes in zip(net.layers, model.steps, shapes):
+        if layer.type == "Input":
+            blob_shapes.update(zip(layer.tops, layer_shapes.top_shapes))
+            continue
+        where = f"{net.source}: layer '{layer.name}' ({layer.type})"
+        bottoms = [blob_shapes[b] for b in layer.bottoms]
+        code: LayerCode = lookup(layer.type).code(layer, bottoms, where)
+        for helper in code.helpers:
+            if helper not in helpers:
+                helpers.append(helper)
+        attribute = f"self.{step.module}"
+        if code.module is not None:
+            named = "" if step.module == layer.name else f"# {_quote(layer.name)}"
+            init += _statement("        ", f"{attribute} = {code.module}", named)
+        if step.each_bottom:  # one module, run on each bottom/top pair
+            pairs = [([b], [t]) for b, t in zip(layer.bottoms, layer.tops)]
+        else:
+            pairs = [(list(layer.bottoms), list(layer.tops))]
+        same = [names(t) for t in layer.tops] == [layer.name]  # the blob says the layer
+        comment = f"# {layer.type}" if same else f"# {_quote(layer.name)}: {layer.type}"
+        for bottom_blobs, top_blobs in pairs:
+            expr = code.call.format(*[names(b) for b in bottom_blobs], m=attribute)
+            targets = ", ".join(names(t) for t in top_blobs)
+            if expr == targets:  # an identity written in place (Dropout at test time)
+                body.append(f"        {comment} (the identity at test time)")
+                continue
+            body += _statement("        ", f"{targets} = {expr}", comment)
+        for top, shared in step.aliases:
+            for other in shared:
+                if other in produced:  # Caffe's blobs share memory: the write shows in both
+                    alias = f"{names(other)} = {names(top)}.reshape({names(other)}.shape)"
+                    body += _statement("        ", alias)
+        produced.update(layer.tops)
+        blob_shapes.update(zip(layer.tops, layer_shapes.top_shapes))
+    output = names(model.output_name)
+    shapes_text = ", ".join(
+        f"{name} ({', '.join(['N', *map(str, shape[1:])])})"
+        for name, shape in model.input_shapes.items()
+    )
+    summary = fill(
+        f"The Caffe net {prototxt} as a plain PyTorch module.\n\n"
+        "forward() runs Caffe's layers in Caffe's order; each local variable is the Caffe blob "
+        "of that name (made an identifier), reassigned where a layer writes it in place. "
+        "Torch's own functions are used where they compute exactly what Caffe does"
+        f"{'; the small classes above Net do the rest' if helpers else ''}.\n\n"
+        f"Input: float32 {shapes_text}, in the net's training convention (see config.json). "
+        f"Output: blob {model.output_name!r}."
+    )
+    signature = ", ".join(f"{name}: torch.Tensor" for name in inputs)
+    net_class = [
+        "class Net(nn.Module):",
+        '    """The converted net; ``Net()`` builds it with uninitialised weights."""',
+        "",
+        "    def __init__(self) -> None:",
+        "        super().__init__()",
+        *(init or ["        pass"]),
+        "",
+    ]
+    outputs = [blob for blob in net.outputs() if blob not in model.input_names]
+    if len(outputs) <= 1:
+        net_class += [f"    def forward(self, {signature}) -> torch.Tensor:", *body]
+        net_class.append(f"        return {output}")
+    else:  # every output blob is computed, as in Caffe: forward returns the last one
+        method = next(
+            name
+            for name in ("forward_outputs", *(f"forward_outputs_{i}" for i in range(2, 99)))
+            if name not in model.module_names.values()
+        )
+        net_class += [
+            f"    def forward(self, {signature}) -> torch.Tensor:",
+            f'        """Blob {_quote(model.output_name)}; {method}() gives every output."""',
+            f"        return self.{method}({', '.join(inputs)})[{_quote(model.output_name)}]",
+            "",
+            f"    def {method}(self, {signature}) -> dict[str, torch.Tensor]:",
+            '        """Every blob the net outputs (no layer reads it), by Caffe name."""',
+            *body,
+            "        return {",
+            *(f"            {_quote(blob)}: {names(blob)}," for blob in outputs),
+            "        }",
+        ]
+    text_after_header = "\n".join(["\n".join(net_class)] + helpers)
+    imports = ["import json", "from pathlib import Path", "", "import torch"]
+    if "F." in text_after_header:
+        imports.append("import torch.nn.functional as F")
+    imports.append("from torch import nn")
+    parts = [
+        header(prototxt, caffemodel, version, summary),
+        "\n".join(imports) + "\n",
+        *helpers,
+        "\n" + "\n".join(net_class) + "\n",
+        LOADER.format(model="Net"),
+    ]
+    return "\n".join(parts)
