@@ -24,16 +24,9 @@ _STEM_POOL = (
 )
 
 
-def check_target(
-    format: str, net: Net, plan: Plan, output: str | os.PathLike, verify: bool = False
-) -> None:
+def check_target(format: str, net: Net, plan: Plan) -> None:
     """Refuse (ConverterError) what ``format`` cannot write, before any work is done."""
     if format in ("detectron2", "mmdet"):
-        if verify:
-            raise ConverterError(
-                f"{output}: --verify runs what caffe2torch can load; a {format} checkpoint runs "
-                f"in {format} (check the net itself with caffe2torch verify)"
-            )
         _resnet_config(net, plan, format)
     if format == "onnx":
         from converter.program import ONNX_HINT
@@ -77,7 +70,7 @@ def write_target(
     framework settings); ``input`` (an image or .npy) is what the detectron2/mmdet stem
     difference is measured on (default: deterministic N(0, 50) noise).
     """
-    check_target(format, net, plan, output)
+    check_target(format, net, plan)
     tell = notes or (lambda text: None)
     metadata = file_metadata(plan, net)
     channels = next(iter(net.input_shapes().values()))[1]

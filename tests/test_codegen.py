@@ -307,3 +307,13 @@ def test_verify_converted_runs_a_code_folder(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "PASS" in out and "prob" in out
     assert (FIXTURES / "resnet50_w8_calibrated").is_dir()
+
+
+def test_generic_code_of_a_resnet_matches_caffe(tmp_path):
+    """--generic writes a ResNet straight-line too; it computes the same blobs."""
+    folder = write_code(R18, tmp_path / "r18", "--generic")
+    model = import_model(folder, "gen_r18_generic").load()
+    assert "def _make_layer" not in (folder / "model.py").read_text()
+    with torch.no_grad():
+        out = model(torch.from_numpy(R18.input))
+    assert rel_error(out.numpy(), R18.blobs["prob"]) <= R18.tolerance
