@@ -45,8 +45,10 @@ def _convert(args: argparse.Namespace) -> int:
     # a name that does not fit the format: before any work
     target = output_format(output, args.format)
     checkpoint = target in ("detectron2", "mmdet")
-    # --mean and --input tell a checkpoint export the input convention and what to measure
-    implying = [o for o in VERIFY_ONLY if not (checkpoint and o in ("mean", "input"))]
+    # --mean records the input convention of a code folder or checkpoint, and --input is
+    # what a checkpoint's stem-pool difference is measured on: there they imply no --verify
+    own = ("mean", "input") if checkpoint else ("mean",) if target == "code" else ()
+    implying = [o for o in VERIFY_ONLY if o not in own]
     verify = args.verify or any(getattr(args, option) is not None for option in implying)
     if verify and checkpoint:
         raise ConverterError(
@@ -69,12 +71,14 @@ def _convert(args: argparse.Namespace) -> int:
             input_shapes=input_shapes(args.input_shape),
             mean=args.mean,
             input=args.input,
-            notes=print,
+            notes=lambda text: print(text, file=_text_stream(args)),
         )
     finally:
         bars.close()
     print(f"wrote {path}", file=_text_stream(args))
     if verify:
+        if "mean" in own and args.input is None:  # the mean was for the export, not noise
+            args = argparse.Namespace(**{**vars(args), "mean": None})
         report = _run_verify(args, converted=path)
         if target == "code":
             from converter.codegen.folder import record_parity

@@ -155,12 +155,13 @@ def test_converted_file_loads_to_the_same_model(name, fmt, converted, direct):
 
 def test_the_file_name_says_the_format(tmp_path, capsys, monkeypatch):
     """The extension names the format (a .pth is a torch file); a name that names another
-    format, or none this tool writes (-o out.onnx used to get safetensors), is refused."""
+    format, or none this tool writes (-o out.h5 used to get safetensors), is refused."""
     case = load_case("resnet18_w8")
     forced = converter.convert(case.prototxt, case.caffemodel, tmp_path / "m.pth")
     assert torch.load(forced, weights_only=True)["metadata"]["architecture"] == "resnet"
     for name, fmt, words in (
-        ("model.onnx", None, "a '.onnx' name for a safetensors file; name it model.safetensors"),
+        ("model.h5", None, "a '.h5' name for a safetensors file; name it model.safetensors"),
+        ("model.onnx", "pt", "a '.onnx' name for a pt file; name it model.pt"),
         ("model.bin", "pt", "a '.bin' name for a pt file; name it model.pt"),
         ("model.safetensors", "pt", "a '.safetensors' name for a pt file"),
         ("model", None, "a name without extension for a safetensors file"),

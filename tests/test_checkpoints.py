@@ -185,10 +185,12 @@ def test_detectron2_settings_printed(tmp_path, capsys):
         (["--format", "detectron2", "--generic"], "--generic was asked for"),
         (["--format", "mmdet", "--fuse-bn"], "folded"),
         (["--format", "detectron2", "--verify"], "--verify runs what caffe2torch can load"),
+        (["--format", "detectron2", "--tol", "1e-3"], "--verify runs what caffe2torch can load"),
     ],
 )
 def test_refusals_write_nothing(tmp_path, capsys, extra, message):
-    assert convert(R50, tmp_path / "out.pkl", *extra) == 2
+    name = "out.pth" if "mmdet" in extra else "out.pkl"
+    assert convert(R50, tmp_path / name, *extra) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
