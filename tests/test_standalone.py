@@ -127,8 +127,9 @@ def run_standalone(job: dict, tmp: Path) -> dict[str, np.ndarray]:
         return dict(data)
 
 
-def _check_case(case: ArtifactCase, tmp: Path) -> None:
-    """Convert ``case`` to every standalone format, run them without converter, compare."""
+def standalone_errors(case: ArtifactCase, tmp: Path) -> dict[str, float]:
+    """Convert ``case`` to every standalone format, run them without converter; the
+    relative error of each against Caffe's saved output blob (benchmarks/ prints these)."""
     job = {"input": str(case.input)}
     for fmt, name in (("pt2", "net.pt2"), ("onnx", "net.onnx"), ("code", "code")):
         job[fmt] = str(converter.convert(case.prototxt, case.caffemodel, tmp / name, format=fmt))
@@ -136,10 +137,14 @@ def _check_case(case: ArtifactCase, tmp: Path) -> None:
     model = converter.load(case.prototxt, case.caffemodel)
     with np.load(case.blobs) as blobs:
         reference = blobs[model.output_name]
-    for fmt, value in outputs.items():
-        error = rel_error(value, reference)
+    return {fmt: rel_error(value, reference) for fmt, value in outputs.items()}
+
+
+def _check_case(case: ArtifactCase, tmp: Path) -> None:
+    errors = standalone_errors(case, tmp)
+    assert set(errors) == {"code", "pt2", "onnx"}
+    for fmt, error in errors.items():
         assert error <= case.tolerance, (case.name, fmt, error, case.tolerance)
-    assert set(outputs) == {"code", "pt2", "onnx"}
 
 
 # The bundled ResNet-50 example and the layer edge cases run by default, the rest as slow.
