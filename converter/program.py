@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -54,6 +55,7 @@ def export_program(
     model: nn.Module,
     input_shapes: dict[str, Sequence[int]],
     warn: Callable[[str], None] | None = None,
+    where: str = "<net>",
 ) -> torch.export.ExportedProgram:
     """``model`` (float32, eval mode) traced by ``torch.export`` with a dynamic batch.
 
@@ -74,7 +76,7 @@ def export_program(
             program = torch.export.export(wrapper, declared)
         except Exception as exc:
             raise ConverterError(
-                f"torch.export cannot trace this net: {str(exc).strip().splitlines()[0]}"
+                f"{where}: torch.export cannot trace this net: {_root_cause(exc)}"
             ) from None
     if warn is not None:
         warn(f"the batch size stays fixed at the declared {declared[0].shape[0]} ({reason})")
@@ -121,8 +123,7 @@ def write_onnx(
             )
     except Exception as exc:
         raise ConverterError(
-            f"{path}: the ONNX exporter cannot translate this net: "
-            f"{str(exc).strip().splitlines()[0]}"
+            f"{path}: the ONNX exporter cannot translate this net: {_root_cause(exc)}"
         ) from None
     finally:
         quiet.setLevel(level)
@@ -132,6 +133,15 @@ def write_onnx(
     with atomic_write(path) as handle:
         handle.write(proto.SerializeToString())
     return Path(path)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The first line of the innermost error (the exporter wraps the one that says which
+    operation it lacks in several of its own), without terminal colour codes."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def program_metadata(metadata: dict[str, str]) -> dict[str, str]:

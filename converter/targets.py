@@ -97,7 +97,8 @@ def _write_program(format, net, plan, output, metadata, tell) -> Path:
 
     model = materialize(plan, torch.float32, net.weights_source or net.source)
     shapes = net.input_shapes()
-    traced = program.export_program(model, shapes, warn=lambda text: tell(f"note: {text}"))
+    note = lambda text: tell(f"note: {text}")  # noqa: E731
+    traced = program.export_program(model, shapes, warn=note, where=net.source)
     meta = program.program_metadata(metadata)
     if format == "pt2":
         return program.write_pt2(traced, meta, output)

@@ -120,6 +120,9 @@ def graph_source(net: Net, model, prototxt: str, caffemodel: str, version: str) 
         same = [names(t) for t in layer.tops] == [layer.name]  # the blob says the layer
         comment = f"# {layer.type}" if same else f"# {_quote(layer.name)}: {layer.type}"
         for bottom_blobs, top_blobs in pairs:
+            if not top_blobs:  # Silence: consumes its bottoms, computes nothing
+                body.append(f"        {comment} (no output)")
+                continue
             expr = code.call.format(*[names(b) for b in bottom_blobs], m=attribute)
             targets = ", ".join(names(t) for t in top_blobs)
             if expr == targets:  # an identity written in place (Dropout at test time)

@@ -166,15 +166,59 @@ def _fixed(text: str):
     return lambda layer, bottoms, where: LayerCode(text)
 
 
+def _relu6_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    rp = layer.param.relu6_param
+    if rp.negative_slope == 0 and rp.threshold == 6:
+        return LayerCode("F.relu6({0})")
+    y = "torch.relu({0})"
+    if rp.negative_slope != 0:
+        y += f" + {number(rp.negative_slope)} * torch.clamp({{0}}, max=0)"
+    return LayerCode(f"torch.clamp({y}, max={number(rp.threshold)})")
+
+
+def _hardsigmoid_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    hp = layer.param.hardsigmoid_param
+    return LayerCode(f"torch.clamp({{0}} * {number(hp.alpha)} + {number(hp.beta)}, 0.0, 1.0)")
+
+
+def _exp_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    module = _exp_module(layer, bottoms, where)  # outer * exp(inner * x)
+    y = "torch.exp({0})" if module.inner == 1 else f"torch.exp({{0}} * {number(module.inner)})"
+    return LayerCode(y if module.outer == 1 else f"{y} * {number(module.outer)}")
+
+
+def _log_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    lp = layer.param.log_param
+    x = "{0}" if lp.scale == 1 else f"{{0}} * {number(lp.scale)}"
+    x = x if lp.shift == 0 else f"{x} + {number(lp.shift)}"
+    base_scale = 1.0 / log_of_base(lp.base, where)
+    y = f"torch.log({x})"
+    return LayerCode(y if base_scale == 1 else f"{y} * {number(base_scale)}")
+
+
+def _clip_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    cp = layer.param.clip_param
+    return LayerCode(f"{{0}}.clamp(max={number(cp.max)}).clamp(min={number(cp.min)})")
+
+
+def _swish_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    beta = layer.param.swish_param.beta
+    return LayerCode(
+        "{0} * torch.sigmoid(" + ("{0}" if beta == 1 else f"{{0}} * {number(beta)}") + ")"
+    )
+
+
 def _elementwise(name: str, module, shape=same_shape, code=None) -> None:
     register_layer(name, shape=shape, module=module, in_place=True, code=code)
 
 
 _elementwise("ReLU", _relu_module, code=_relu_code)
-_elementwise("ReLU6", _relu6_module)
+_elementwise("ReLU6", _relu6_module, code=_relu6_code)
 # x * max(0, min(1, x / 6 + 1 / 2)), the fork's formula
-_elementwise("HardSwish", lambda layer, bottoms, where: _nn().Hardswish())
-_elementwise("HardSigmoid", _hardsigmoid_module)
+_elementwise(
+    "HardSwish", lambda layer, bottoms, where: _nn().Hardswish(), code=_fixed("F.hardswish({0})")
+)
+_elementwise("HardSigmoid", _hardsigmoid_module, code=_hardsigmoid_code)
 _elementwise("PReLU", _prelu_module, shape=_prelu_shapes, code=_prelu_code)
 _elementwise(
     "Sigmoid", lambda layer, bottoms, where: _nn().Sigmoid(), code=_fixed("torch.sigmoid({0})")
@@ -188,19 +232,37 @@ _elementwise(
 _elementwise("Dropout", lambda layer, bottoms, where: _nn().Identity(), code=_fixed("{0}"))
 _elementwise("Softmax", _softmax_module, code=_softmax_code)
 # nn.ELU is Caffe's x > 0 ? x : alpha * (exp(x) - 1)
-_elementwise("ELU", lambda layer, bottoms, where: _nn().ELU(layer.param.elu_param.alpha))
-_elementwise("BNLL", lambda layer, bottoms, where: _modules().BNLL())
+_elementwise(
+    "ELU",
+    lambda layer, bottoms, where: _nn().ELU(layer.param.elu_param.alpha),
+    code=lambda layer, bottoms, where: LayerCode(
+        f"F.elu({{0}}, {number(layer.param.elu_param.alpha)})"
+    ),
+)
+_elementwise(
+    "BNLL",
+    lambda layer, bottoms, where: _modules().BNLL(),
+    code=_fixed("{0}.clamp(min=0) + torch.log1p(torch.exp(-{0}.abs()))"),
+)
 _elementwise(
     "Threshold",
     lambda layer, bottoms, where: _modules().Threshold(layer.param.threshold_param.threshold),
+    code=lambda layer, bottoms, where: LayerCode(
+        f"({{0}} > {number(layer.param.threshold_param.threshold)}).to({{0}}.dtype)"
+    ),
 )
-_elementwise("Exp", _exp_module, shape=_base_checked)
-_elementwise("Log", _log_module, shape=_base_checked)
+_elementwise("Exp", _exp_module, shape=_base_checked, code=_exp_code)
+_elementwise("Log", _log_module, shape=_base_checked, code=_log_code)
 _elementwise(
     "Clip",
     lambda layer, bottoms, where: _modules().Clip(
         layer.param.clip_param.min, layer.param.clip_param.max
     ),
     shape=_clip_shapes,
+    code=_clip_code,
 )
-_elementwise("Swish", lambda layer, bottoms, where: _modules().Swish(layer.param.swish_param.beta))
+_elementwise(
+    "Swish",
+    lambda layer, bottoms, where: _modules().Swish(layer.param.swish_param.beta),
+    code=_swish_code,
+)

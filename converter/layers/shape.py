@@ -336,7 +336,12 @@ def _permute_module(layer, bottoms: list[Shape], where: str):
     return Permute(permute_order(layer, len(bottoms[0]), where))
 
 
-register_layer("Permute", shape=_permute_shapes, module=_permute_module)
+def _permute_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    order = ", ".join(map(str, permute_order(layer, len(bottoms[0]), where)))
+    return LayerCode(f"{{0}}.permute({order})")
+
+
+register_layer("Permute", shape=_permute_shapes, module=_permute_module, code=_permute_code)
 
 # ----------------------------------------------------------------------------- Unsqueeze
 
@@ -365,7 +370,11 @@ def _unsqueeze_module(layer, bottoms: list[Shape], where: str):
     return Unsqueeze(unsqueeze_axis(layer, len(bottoms[0]), where))
 
 
-register_layer("Unsqueeze", shape=_unsqueeze_shapes, module=_unsqueeze_module)
+def _unsqueeze_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    return LayerCode(f"{{0}}.unsqueeze({unsqueeze_axis(layer, len(bottoms[0]), where)})")
+
+
+register_layer("Unsqueeze", shape=_unsqueeze_shapes, module=_unsqueeze_module, code=_unsqueeze_code)
 
 
 # ----------------------------------------------------------------------------- Crop
@@ -413,7 +422,16 @@ def _crop_module(layer, bottoms: list[Shape], where: str):
     return Crop(start, crop_offsets(layer, bottoms, where)[start:])
 
 
-register_layer("Crop", shape=_crop_shapes, module=_crop_module)
+def _crop_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    """Axes from ``axis`` on take the reference's (bottom 1's) size, from the offsets."""
+    start = canonical_axis(layer.param.crop_param.axis, len(bottoms[0]), where)
+    expr = "{0}"
+    for i, offset in enumerate(crop_offsets(layer, bottoms, where)[start:]):
+        expr += f".narrow({start + i}, {offset}, {{1}}.shape[{start + i}])"
+    return LayerCode(expr)
+
+
+register_layer("Crop", shape=_crop_shapes, module=_crop_module, code=_crop_code)
 
 # ----------------------------------------------------------------------------- Tile
 
@@ -440,7 +458,13 @@ def _tile_module(layer, bottoms: list[Shape], where: str):
     return Tile(tile_axis(layer, len(bottoms[0]), where), layer.param.tile_param.tiles)
 
 
-register_layer("Tile", shape=_tile_shapes, module=_tile_module)
+def _tile_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    repeats = [1] * len(bottoms[0])
+    repeats[tile_axis(layer, len(bottoms[0]), where)] = layer.param.tile_param.tiles
+    return LayerCode(f"{{0}}.repeat({', '.join(map(str, repeats))})")
+
+
+register_layer("Tile", shape=_tile_shapes, module=_tile_module, code=_tile_code)
 
 # ----------------------------------------------------------------------------- Silence
 
@@ -458,7 +482,11 @@ def _silence_module(layer, bottoms: list[Shape], where: str):
 
 
 # It stays in the net: it consumes its bottoms, so they are not outputs of the net.
-register_layer("Silence", shape=_silence_shapes, module=_silence_module)
+def _silence_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    return LayerCode("")  # no tops: nothing to compute
+
+
+register_layer("Silence", shape=_silence_shapes, module=_silence_module, code=_silence_code)
 
 # ----------------------------------------------------------------------------- Parameter
 
@@ -476,7 +504,25 @@ def _parameter_module(layer, bottoms: list[Shape], where: str):
 
 
 # Its top is its one blob (``parameter_layer.hpp``), the module's ``weight``.
-register_layer("Parameter", shape=_parameter_shapes, module=_parameter_module)
+_PARAMETER = '''
+class CaffeParameter(nn.Module):
+    """Caffe's Parameter layer: its top is its learned blob."""
+
+    def __init__(self, *shape: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(shape))
+
+    def forward(self) -> torch.Tensor:
+        return self.weight.clone()
+'''
+
+
+def _parameter_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    shape = ", ".join(map(str, layer.param.parameter_param.shape.dim))
+    return LayerCode("{m}()", f"CaffeParameter({shape})", (_PARAMETER,))
+
+
+register_layer("Parameter", shape=_parameter_shapes, module=_parameter_module, code=_parameter_code)
 
 # ----------------------------------------------------------------------------- BatchReindex
 
@@ -494,4 +540,13 @@ def _batch_reindex_module(layer, bottoms: list[Shape], where: str):
     return BatchReindex()
 
 
-register_layer("BatchReindex", shape=_batch_reindex_shapes, module=_batch_reindex_module)
+def _batch_reindex_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    return LayerCode("{0}.index_select(0, {1}.long())")
+
+
+register_layer(
+    "BatchReindex",
+    shape=_batch_reindex_shapes,
+    module=_batch_reindex_module,
+    code=_batch_reindex_code,
+)
