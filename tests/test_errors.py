@@ -448,6 +448,79 @@ def test_impossible_shapes(capsys, small, tmp_path, case):
     fails(capsys, ["verify", bad, model], f"'{layer}'")
 
 
+POOL = "kernel_size: 2 stride: 2"
+CONV = "kernel_size: 3 pad: 1"
+HALF_PAIRS = {
+    # name: (replace, with, the fields the message names); Caffe's LayerSetUp refuses each
+    # (pooling_layer.cpp; base_conv_layer.cpp takes the missing half as 0)
+    "pooling pad_h alone": (POOL, f"{POOL} pad_h: 1", ["'pool1'", "pad_h without pad_w"]),
+    "pooling pad_w alone": (POOL, f"{POOL} pad_w: 1", ["'pool1'", "pad_w without pad_h"]),
+    "pooling stride_h alone": (POOL, "kernel_size: 2 stride_h: 2", ["stride_h without stride_w"]),
+    "pooling stride_w alone": (POOL, "kernel_size: 2 stride_w: 2", ["stride_w without stride_h"]),
+    "pooling kernel_h alone": (POOL, "kernel_h: 2 stride: 2", ["kernel_h without kernel_w"]),
+    "pooling kernel_w alone": (POOL, "kernel_w: 2 stride: 2", ["kernel_w without kernel_h"]),
+    "pooling pad and pad_h/pad_w": (
+        POOL,
+        f"{POOL} pad: 1 pad_h: 1 pad_w: 1",
+        ["'pool1'", "both pad and pad_h/pad_w"],
+    ),
+    "pooling stride and stride_h/stride_w": (
+        POOL,
+        f"{POOL} stride_h: 2 stride_w: 2",
+        ["both stride and stride_h/stride_w"],
+    ),
+    "pooling kernel_size and kernel_h/kernel_w": (
+        POOL,
+        f"{POOL} kernel_h: 2 kernel_w: 2",
+        ["both kernel_size and kernel_h/kernel_w"],
+    ),
+    "global pooling with a kernel": (
+        POOL,
+        "kernel_size: 2 global_pooling: true",
+        ["'pool1'", "kernel_size with global_pooling"],
+    ),
+    "convolution kernel_h alone": (CONV, "kernel_h: 3 pad: 1", ["'conv1'", "kernel_h without"]),
+    "convolution stride_w alone": (
+        CONV,
+        f"{CONV} stride_w: 2",
+        ["'conv1'", "stride_w without stride_h"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HALF_PAIRS))
+def test_half_pairs_are_refused_as_caffe_refuses_them(capsys, small, tmp_path, case):
+    """One of ``_h``/``_w`` without the other, or beside the field for both axes: Caffe
+    stops the net at setup; so does every command, naming the layer and the field."""
+    old, new, words = HALF_PAIRS[case]
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text(SMALL_PROTOTXT.replace(old, new, 1))
+    model = small / "small.caffemodel"
+    fails(capsys, ["inspect", bad, model], *words)
+    convert_fails(capsys, tmp_path, bad, model, *words)
+    fails(capsys, ["verify", bad, model], *words)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "changed"),
+    [
+        (POOL, f"{POOL} kernel_h: 3", {}),  # Caffe's checks let it pass; kernel_size counts
+        (CONV, "kernel_size: 3 pad_h: 1 pad_w: 1", {}),
+        (CONV, "kernel_size: 3 pad_h: 1", {"conv1": (1, 4, 9, 7), "pool1": (1, 4, 5, 4)}),
+    ],
+)
+def test_what_caffe_accepts_of_the_pairs_is_read_as_caffe_reads_it(
+    small, tmp_path, old, new, changed
+):
+    """A lone kernel_h beside kernel_size passes Caffe's Pooling checks and is unused; a
+    convolution's pad_w defaults to 0 beside pad_h (base_conv_layer.cpp)."""
+    good = tmp_path / "good.prototxt"
+    good.write_text(SMALL_PROTOTXT.replace(old, new, 1))
+    shapes = converter.read_net(good).blob_shapes()
+    plain = converter.read_net(small / "small.prototxt").blob_shapes()
+    assert shapes == {**plain, **changed}
+
+
 HUGE_INPUT = """\
 layer { name: "data" type: "Input" top: "data"
   input_param { shape { dim: 1 dim: 3 dim: 16777216 dim: 16777216 } } }

@@ -16,7 +16,6 @@ prototxt's ``num_output`` and ``group``; ``ConvolutionDepthwise``
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 from converter import caffe_pb2
 from converter.codegen.common import literal
@@ -32,38 +31,43 @@ from converter.layers.registry import (
 
 
 def conv_geometry(cp: caffe_pb2.ConvolutionParameter, spatial: int, where: str):
-    """(kernel, stride, pad, dilation) per spatial axis, by Caffe's rules for repeated values."""
+    """(kernel, stride, pad, dilation) per spatial axis, by Caffe's rules for repeated values
+    and for the ``_h``/``_w`` fields (``base_conv_layer.cpp``, ``LayerSetUp``); raises
+    ``ConverterError`` starting with ``where`` for what Caffe refuses."""
 
-    def expand(values: Sequence[int], h: int | None, w: int | None, default: int, what: str):
-        if h is not None or w is not None:
+    def expand(field: str, name: str | None, default: int) -> list[int]:
+        """``field`` (repeated: once for every axis, or once per axis) or, where ``name`` is
+        given, ``name_h`` and ``name_w``."""
+        values = list(getattr(cp, field))
+        h, w = (f"{name}_h", f"{name}_w") if name else (None, None)
+        if name and (cp.HasField(h) or cp.HasField(w)):
             if spatial != 2:
-                raise ConverterError(f"{where}: {what}_h/{what}_w need 2 spatial axes")
+                raise ConverterError(f"{where}: {h}/{w} need 2 spatial axes")
             if values:
-                raise ConverterError(f"{where}: give either {what} or {what}_h/{what}_w")
-            # Caffe then reads both fields; an unset one is 0 (its proto default), which
-            # the checks below refuse for a kernel or a stride.
-            return [h if h is not None else 0, w if w is not None else 0]
+                raise ConverterError(f"{where}: give either {field} or {h}/{w}, not both")
+            if cp.HasField(h) != cp.HasField(w) and name != "pad":
+                # Caffe then reads the unset one as 0 (its proto default), a kernel or
+                # stride it refuses (or divides by); a missing pad is 0 and fine.
+                given, missing = (h, w) if cp.HasField(h) else (w, h)
+                raise ConverterError(
+                    f"{where}: convolution_param gives {given} without {missing}, which Caffe "
+                    f"then takes as 0; give both (or {field} alone)"
+                )
+            return [getattr(cp, h), getattr(cp, w)]
         if not values:
             return [default] * spatial
         if len(values) == 1:
-            return [values[0]] * spatial
+            return values * spatial
         if len(values) != spatial:
             raise ConverterError(
-                f"{where}: {what} has {len(values)} values for {spatial} spatial axes"
+                f"{where}: {field} has {len(values)} values for {spatial} spatial axes"
             )
-        return list(values)
+        return values
 
-    def hw(name: str):
-        h, w = f"{name}_h", f"{name}_w"
-        return (
-            getattr(cp, h) if cp.HasField(h) else None,
-            getattr(cp, w) if cp.HasField(w) else None,
-        )
-
-    kernel = expand(cp.kernel_size, *hw("kernel"), 0, "kernel_size")
-    stride = expand(cp.stride, *hw("stride"), 1, "stride")
-    pad = expand(cp.pad, *hw("pad"), 0, "pad")
-    dilation = expand(cp.dilation, None, None, 1, "dilation")
+    kernel = expand("kernel_size", "kernel", 0)
+    stride = expand("stride", "stride", 1)
+    pad = expand("pad", "pad", 0)
+    dilation = expand("dilation", None, 1)
     if any(k <= 0 for k in kernel):
         raise ConverterError(f"{where}: kernel size must be positive, found {kernel}")
     if any(s <= 0 for s in stride) or any(d <= 0 for d in dilation):

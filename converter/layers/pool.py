@@ -22,21 +22,73 @@ class PoolGeometry:
     output: tuple[int, int]
 
 
-def pool_geometry(pp: caffe_pb2.PoolingParameter, height: int, width: int, where: str):
-    """Kernel, stride, pad and output size of a Pooling layer, exactly as Caffe computes them."""
+def _pool_pair(pp: caffe_pb2.PoolingParameter, name: str, where: str) -> tuple[int, int]:
+    """``pad`` or ``stride`` of a Pooling layer as (h, w): ``name`` for both axes, or
+    ``name_h`` with ``name_w``. Caffe's ``LayerSetUp`` (``pooling_layer.cpp``) refuses one of
+    the pair without the other and the pair beside ``name``; so does this."""
+    h, w = f"{name}_h", f"{name}_w"
+    has_h, has_w = pp.HasField(h), pp.HasField(w)
+    if not has_h and not has_w:
+        return (getattr(pp, name),) * 2
+    if has_h != has_w:
+        given, missing = (h, w) if has_h else (w, h)
+        raise ConverterError(
+            f"{where}: pooling_param gives {given} without {missing}; Caffe's Pooling needs "
+            f"both (or {name} alone)"
+        )
+    if pp.HasField(name):
+        raise ConverterError(
+            f"{where}: pooling_param gives both {name} and {h}/{w}; Caffe's Pooling takes one "
+            "or the other"
+        )
+    return getattr(pp, h), getattr(pp, w)
+
+
+def _pool_kernel(pp: caffe_pb2.PoolingParameter, height: int, width: int, where: str):
+    """The kernel of a Pooling layer as (h, w), by the checks of Caffe's ``LayerSetUp``."""
+    has_h, has_w = pp.HasField("kernel_h"), pp.HasField("kernel_w")
     if pp.global_pooling:
-        kernel = (height, width)
-    elif pp.HasField("kernel_h") or pp.HasField("kernel_w"):
-        kernel = (pp.kernel_h, pp.kernel_w)
-    elif pp.HasField("kernel_size"):
-        kernel = (pp.kernel_size, pp.kernel_size)
-    else:
-        raise ConverterError(f"{where}: pooling needs kernel_size or kernel_h/kernel_w")
-    pad = (pp.pad_h, pp.pad_w) if pp.HasField("pad_h") or pp.HasField("pad_w") else (pp.pad,) * 2
-    if pp.HasField("stride_h") or pp.HasField("stride_w"):
-        stride = (pp.stride_h, pp.stride_w)
-    else:
-        stride = (pp.stride,) * 2
+        given = [f for f in ("kernel_size", "kernel_h", "kernel_w") if pp.HasField(f)]
+        if given:
+            raise ConverterError(
+                f"{where}: pooling_param gives {given[0]} with global_pooling, whose kernel is "
+                "the input's size; Caffe's Pooling refuses both"
+            )
+        return height, width
+    if pp.HasField("kernel_size"):
+        if has_h and has_w:
+            raise ConverterError(
+                f"{where}: pooling_param gives both kernel_size and kernel_h/kernel_w; Caffe's "
+                "Pooling takes one or the other"
+            )
+        # Caffe's checks let a lone kernel_h (or kernel_w) pass here, and it pools with
+        # kernel_size: so does this.
+        return pp.kernel_size, pp.kernel_size
+    if has_h and has_w:
+        return pp.kernel_h, pp.kernel_w
+    if has_h or has_w:
+        given, missing = ("kernel_h", "kernel_w") if has_h else ("kernel_w", "kernel_h")
+        raise ConverterError(
+            f"{where}: pooling_param gives {given} without {missing}; Caffe's Pooling needs "
+            "both (or kernel_size)"
+        )
+    raise ConverterError(f"{where}: pooling needs kernel_size or kernel_h and kernel_w")
+
+
+def pool_geometry(
+    pp: caffe_pb2.PoolingParameter, height: int, width: int, where: str
+) -> PoolGeometry:
+    """Kernel, stride, pad and output size of a Pooling layer, exactly as Caffe computes them.
+
+    ``height`` x ``width`` is the input plane. Raises ``ConverterError`` (starting with
+    ``where``) for what Caffe's ``PoolingLayer::LayerSetUp`` refuses (``pooling_layer.cpp``):
+    ``pad_h``/``stride_h``/``kernel_h`` without its ``_w`` (or the reverse), a pair beside
+    its single field, a kernel beside ``global_pooling``, pad not below the kernel; and for
+    a zero stride or an empty output, on which Caffe divides by zero or allocates nothing.
+    """
+    kernel = _pool_kernel(pp, height, width, where)
+    pad = _pool_pair(pp, "pad", where)
+    stride = _pool_pair(pp, "stride", where)
     if pp.global_pooling:
         if any(pad) or stride != (1, 1):
             raise ConverterError(f"{where}: global pooling needs pad 0 and stride 1")
