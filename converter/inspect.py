@@ -6,6 +6,7 @@ import math
 
 from converter.errors import ConverterError
 from converter.layers import lookup
+from converter.layers.registry import describe_layer
 from converter.net import LayerShapes, Net
 
 
@@ -14,6 +15,9 @@ def layer_table(net: Net) -> list[dict]:
 
     Parameter shapes are the stored blobs' shapes when weights are loaded, else what the
     prototxt implies (``None`` for a layer type whose parameters cannot be predicted).
+    Without weights, or with layer types nobody registered, shapes stop at the first layer
+    whose shape cannot be inferred (``shape_stop`` says which and why): the rows from it on
+    have no top shapes. With weights and known types a shape error is raised.
     """
     try:
         shapes = net.shapes()
@@ -23,7 +27,8 @@ def layer_table(net: Net) -> list[dict]:
         known = all(lookup(layer.type) is not None for layer in net.layers)
         if known and any(layer.blobs for layer in net.layers):
             raise
-        shapes = _partial_shapes(net)
+        shapes = _inferable_prefix(net)
+        shapes += [LayerShapes([], None)] * (len(net.layers) - len(shapes))
     rows = []
     for layer, inferred in zip(net.layers, shapes):
         if layer.blobs:
@@ -45,18 +50,46 @@ def layer_table(net: Net) -> list[dict]:
     return rows
 
 
-def _partial_shapes(net: Net) -> list[LayerShapes]:
-    """Shapes up to the first layer inference cannot handle; unknown after it."""
-    result: list[LayerShapes] = []
-    for count in range(len(net.layers), 0, -1):
-        head = Net(net.name, net.layers[:count], net.source)
+def _head(net: Net, count: int) -> Net:
+    return Net(net.name, net.layers[:count], net.source)
+
+
+def _inferable_prefix(net: Net) -> list[LayerShapes]:
+    """The shapes of the longest run of leading layers Caffe's shape inference gets through
+    (an unregistered type, or a shape rule's error, ends it; a longer run never passes once
+    a shorter one fails, hence the bisection)."""
+    try:
+        return net.shapes()
+    except ConverterError:
+        pass
+    good, bad = 0, len(net.layers)  # the first `good` layers infer, the first `bad` do not
+    while bad - good > 1:
+        middle = (good + bad) // 2
         try:
-            result = head.shapes()
-            break
+            _head(net, middle).shapes()
+            good = middle
         except ConverterError:
-            continue
-    unknown = [LayerShapes([], None)] * (len(net.layers) - len(result))
-    return result + unknown
+            bad = middle
+    return _head(net, good).shapes() if good else []
+
+
+def shape_stop(net: Net) -> dict | None:
+    """Where shape inference stops and why: ``{"layer": name, "type": type, "why": ...}``
+    for the first layer whose shape cannot be inferred (its type has no shape rule, or its
+    rule refused it), or None when every layer's shape is known."""
+    count = len(_inferable_prefix(net))
+    if count == len(net.layers):
+        return None
+    layer = net.layers[count]
+    if lookup(layer.type) is None:
+        why = f"no shape rule for {describe_layer(layer)}"
+    else:
+        try:
+            _head(net, count + 1).shapes()
+            why = "shape inference failed"  # not reached: the longer run failed above
+        except ConverterError as exc:
+            why = str(exc).removeprefix(f"{net.source}: ")
+    return {"layer": layer.name, "type": layer.type, "why": why}
 
 
 def totals(net: Net, rows: list[dict]) -> dict:
@@ -65,14 +98,17 @@ def totals(net: Net, rows: list[dict]) -> dict:
     With a caffemodel the count is of its stored blobs. Without one it is what the prototxt
     implies; ``unknown`` names the layers whose parameters cannot be predicted then, and
     ``parameters`` is None (unknown) while any are, ``counted`` covering the others.
+    ``shapes_stop`` is ``shape_stop(net)`` when shapes stop short of the last layer.
     """
     unknown = [] if net.weights_source else [r["name"] for r in rows if r["param_shapes"] is None]
     counted = sum(math.prod(s) for row in rows for s in row["param_shapes"] or [])
+    stop = shape_stop(net) if any(r["tops"] and not r["top_shapes"] for r in rows) else None
     return {
         "layers": len(rows),
         "parameters": None if unknown else counted,
         "counted": counted,
         "unknown": unknown,
+        "shapes_stop": stop,
         "parameters_from": "caffemodel" if net.weights_source else "prototxt",
         "float32_mib": round(counted * 4 / 2**20, 1),
         "weights": net.weights_source,
@@ -87,7 +123,8 @@ _NOT_RESNET = "not a ResNet of the form this converter handles: "  # recognize's
 def conversion_target(net: Net) -> dict:
     """Which module the net converts to: ``{"module": "CaffeResNet" | "generic" | None,
     "why": ...}``; ``why`` says why a net is not a ResNet of the form the ResNet converter
-    handles, and for None which layer types no module supports."""
+    handles, and for None which layer types no module supports, or which layer's shape
+    Caffe would refuse."""
     from converter.layers.registry import supported_layer_types, unknown_layers_message
     from converter.resnet import recognize
 
@@ -106,6 +143,9 @@ def conversion_target(net: Net) -> dict:
         # every such layer at once, a Python layer with the module it loads
         listed = unknown_layers_message(net.source, missing, "without a module")
         return {"module": None, "why": listed.removeprefix(f"{net.source}: ")}
+    stop = shape_stop(net)
+    if stop is not None:  # every type known: a layer Caffe would refuse too
+        return {"module": None, "why": f"the net is refused: {stop['why']}"}
     return {"module": "generic", "why": why}
 
 
@@ -147,19 +187,48 @@ def format_table(net: Net, rows: list[dict]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines
     ]
     out.insert(1, "  ".join("-" * w for w in widths))
-    out += ["", _totals_line(net, totals(net, rows)), _module_line(conversion_target(net))]
+    out += ["", _totals_line(net, rows, totals(net, rows)), _module_line(conversion_target(net))]
     return "\n".join(out)
 
 
-def _totals_line(net: Net, summed: dict) -> str:
+def _names(names: list[str], most: int = 5) -> str:
+    shown = ", ".join(f"'{name}'" for name in names[:most])
+    return shown + (", ..." if len(names) > most else "")
+
+
+def _unknown_why(rows: list[dict], summed: dict) -> str:
+    """Why the parameters of ``summed["unknown"]`` cannot be counted, layer by layer kind:
+    shape inference stopped at one of them (its type has no rule, or its rule refused it),
+    the ones after it have no input shape, the rest keep their blob shapes in the caffemodel."""
+    stop = summed["shapes_stop"]
+    reasons = []
+    after = []
+    if stop is not None:
+        if stop["why"].startswith("no shape rule"):
+            reasons.append(stop["why"])
+        else:  # the module line gives the error
+            reasons.append(f"shape inference stops at '{stop['layer']}' ({stop['type']}), refused")
+        at = next(i for i, row in enumerate(rows) if row["name"] == stop["layer"])
+        after = [r["name"] for r in rows[at + 1 :] if r["name"] in summed["unknown"]]
+        if after:
+            reasons.append(f"shapes are unknown from there on, so also for {_names(after)}")
+    blob_shapes = [
+        name
+        for name in summed["unknown"]
+        if name not in after and name != (stop or {}).get("layer")
+    ]
+    if blob_shapes:
+        reasons.append(f"the caffemodel alone gives the blob shapes of {_names(blob_shapes)}")
+    return "; ".join(reasons)
+
+
+def _totals_line(net: Net, rows: list[dict], summed: dict) -> str:
     """ "ResNet-50: 229 layers, 25,610,269 parameters (97.7 MiB as float32), ..." """
     head = f"{net.name or 'net'}: {summed['layers']} layers, "
     if summed["unknown"]:
-        shown = ", ".join(f"'{name}'" for name in summed["unknown"][:5])
-        more = ", ..." if len(summed["unknown"]) > 5 else ""
         return (
-            f"{head}parameters: unknown without the caffemodel (no shape rule for layer "
-            f"{shown}{more}); {summed['counted']:,} in the other layers"
+            f"{head}parameters: unknown without the caffemodel ({_unknown_why(rows, summed)}); "
+            f"{summed['counted']:,} in the other layers"
         )
     count = f"{summed['parameters']:,} parameters ({summed['float32_mib']:.1f} MiB as float32)"
     if summed["weights"]:
@@ -176,4 +245,6 @@ def _module_line(target: dict) -> str:
             "handles: "
             f"{target['why']})"
         )
+    if target["why"].startswith("the net is refused: "):
+        return f"Converts to: nothing ({target['why']})"
     return f"Converts to: nothing yet ({target['why']})"

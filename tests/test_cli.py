@@ -154,12 +154,15 @@ def test_inspect_says_what_the_totals_cover_and_the_module(capsys, tmp_path):
         'layer { name: "fc" type: "InnerProduct" bottom: "x" top: "f" '
         "inner_product_param { num_output: 2 } }\n"
         'layer { name: "m" type: "MysteryOp" bottom: "f" top: "y" }\n'
+        'layer { name: "relu" type: "ReLU" bottom: "y" top: "y" }\n'
     )
     code, out, _ = run(capsys, "inspect", odd)
     *_, totals, module = out.strip().splitlines()
+    # ReLU has a shape rule: what it lacks is its input's shape
     assert totals == (
-        "net: 3 layers, parameters: unknown without the caffemodel (no shape rule for layer "
-        "'m'); 8 in the other layers"
+        "net: 4 layers, parameters: unknown without the caffemodel (no shape rule for 'm' "
+        "(MysteryOp); shapes are unknown from there on, so also for 'relu'); 8 in the other "
+        "layers"
     )
     assert module.startswith(
         "Converts to: nothing yet (1 layer(s) without a module (MysteryOp): 'm' (MysteryOp). "
@@ -168,7 +171,39 @@ def test_inspect_says_what_the_totals_cover_and_the_module(capsys, tmp_path):
     code, out, _ = run(capsys, "inspect", odd, "--json")
     summary = json.loads(out)
     assert summary["totals"]["parameters"] is None and summary["totals"]["counted"] == 8
-    assert summary["totals"]["unknown"] == ["m"]
+    assert summary["totals"]["unknown"] == ["m", "relu"]
+    assert summary["totals"]["shapes_stop"] == {
+        "layer": "m",
+        "type": "MysteryOp",
+        "why": "no shape rule for 'm' (MysteryOp)",
+    }
+
+
+def test_inspect_of_a_net_caffe_refuses_says_so(capsys, tmp_path):
+    """Every type known, but one layer's parameters are refused by Caffe: the table stops
+    there, the totals say where and why the rest is unknown, and it converts to nothing."""
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text(
+        'layer { name: "in" type: "Input" top: "x" '
+        "input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n"
+        'layer { name: "pool" type: "Pooling" bottom: "x" top: "p" '
+        "pooling_param { pool: MAX kernel_size: 2 pad_h: 1 } }\n"
+        'layer { name: "relu" type: "ReLU" bottom: "p" top: "p" }\n'
+    )
+    code, out, _ = run(capsys, "inspect", bad)
+    *_, totals, module = out.strip().splitlines()
+    assert totals == (
+        "net: 3 layers, parameters: unknown without the caffemodel (shape inference stops at "
+        "'pool' (Pooling), refused; shapes are unknown from there on, so also for 'relu'); 0 "
+        "in the other layers"
+    )
+    assert module == (
+        "Converts to: nothing (the net is refused: layer 'pool' (Pooling): pooling_param gives "
+        "pad_h without pad_w; Caffe's Pooling needs both (or pad alone))"
+    )
+    summary = json.loads(run(capsys, "inspect", bad, "--json")[1])
+    assert summary["module"]["module"] is None
+    assert summary["totals"]["shapes_stop"]["layer"] == "pool"
 
 
 # ----------------------------------------------------------------------------- Python API
