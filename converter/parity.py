@@ -20,6 +20,7 @@ import numpy as np
 
 from converter.errors import ConverterError
 from converter.io.atomic import atomic_write
+from converter.layers.registry import ExactPart
 
 # How to get matplotlib, in words that work for an installed package and a source checkout.
 PLOT_INSTALL = (
@@ -44,6 +45,11 @@ class BlobParity:
     nonfinite_reference: int
     nonfinite_mismatch: int
     passed: bool
+    # integer-valued by the layer's meaning (ExactPart.what), compared exactly: how many of
+    # those values there are and how many differ; the errors above are of the rest, if any
+    exact: str = ""
+    exact_count: int = 0
+    exact_mismatch: int = 0
 
     @property
     def problem(self) -> str:
@@ -55,6 +61,11 @@ class BlobParity:
                 f"NaN/Inf disagree at {self.nonfinite_mismatch} positions "
                 f"(ours has {self.nonfinite_ours} non-finite values, "
                 f"reference {self.nonfinite_reference})"
+            )
+        if self.exact_mismatch:
+            return (
+                f"{self.exact_mismatch} of {self.exact_count} {self.exact} differ (compared "
+                "exactly)"
             )
         if not self.passed:
             return f"rel {self.rel:.1e}"
@@ -73,6 +84,8 @@ class BlobParity:
             "nonfinite_mismatch": self.nonfinite_mismatch,
             "passed": self.passed,
             "problem": self.problem,
+            "exact": self.exact or None,
+            "exact_mismatch": self.exact_mismatch,
         }
 
 
@@ -128,7 +141,9 @@ class ParityReport:
                 f"{self.reference}{raised}"
             )
         reason = first.problem
-        if first.shape == first.reference_shape and not first.nonfinite_mismatch:
+        if first.shape == first.reference_shape and not (
+            first.nonfinite_mismatch or first.exact_mismatch
+        ):
             reason = f"rel {first.rel:.1e} > {_tol(self.tolerance)}"
         failed = len(self.failures)
         return (
@@ -138,10 +153,7 @@ class ParityReport:
 
     def with_tolerance(self, tolerance: float) -> ParityReport:
         """The same comparison judged against another bar (the errors do not change)."""
-        rows = [
-            dataclasses.replace(row, passed=row.nonfinite_mismatch == 0 and row.rel <= tolerance)
-            for row in self.rows
-        ]
+        rows = [dataclasses.replace(row, passed=_within(row, tolerance)) for row in self.rows]
         return dataclasses.replace(
             self, rows=rows, tolerance=float(tolerance), notes=list(self.notes)
         )
@@ -193,6 +205,12 @@ class ParityReport:
             f"Compared {len(self.rows)} blobs in network order (a blob written in place: "
             "its value after the last in-place layer).",
         ]
+        exact = [f"'{row.name}' ({row.exact})" for row in self.rows if row.exact]
+        if exact:
+            lines.append(
+                "Compared exactly (integers by their layer's meaning; the tolerance is for the "
+                "rest of the blob): " + ", ".join(exact[:6]) + (", ..." if len(exact) > 6 else "")
+            )
         if self.skipped:
             shown = ", ".join(self.skipped[:6]) + (", ..." if len(self.skipped) > 6 else "")
             lines.append(f"Not compared (missing on one side): {len(self.skipped)} ({shown})")
@@ -237,14 +255,17 @@ def compare_blobs(
     reference_name: str = "reference",
     precision: str | None = None,
     output: str | None = None,
+    exact: Mapping[str, ExactPart] | None = None,
 ) -> ParityReport:
     """Compare every blob present on both sides, in ``order`` (network order).
 
     ``ours`` may hold NumPy arrays or torch tensors. ``output`` is the blob used for the
     top-1/top-5 line; by default the last compared blob shaped (N, classes) or
-    (N, classes, 1, 1). ``precision`` defaults to the dtype of our first blob.
+    (N, classes, 1, 1). ``precision`` defaults to the dtype of our first blob. ``exact``
+    (blob -> ExactPart, ``converter.layers.registry.exact_blobs``) names the blobs, or parts
+    of blobs, that must be equal: integers by their layer's meaning (indices, labels).
     """
-    comparison = Comparison(order, tolerance, output)
+    comparison = Comparison(order, tolerance, output, exact)
     for name in order:
         if name in ours and name in reference:
             comparison.add(name, ours[name], reference[name])
@@ -257,10 +278,17 @@ class Comparison:
     so the caller can let go of both blobs at once. ``report()`` puts the rows in ``order``.
     """
 
-    def __init__(self, order: Sequence[str], tolerance: float, output: str | None = None):
+    def __init__(
+        self,
+        order: Sequence[str],
+        tolerance: float,
+        output: str | None = None,
+        exact: Mapping[str, ExactPart] | None = None,
+    ):
         self.order = list(order)
         self.tolerance = float(tolerance)
         self.output = output
+        self.exact = dict(exact or {})
         self.rows: dict[str, BlobParity] = {}
         self.scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # (ours, ref), float64
         self.precision: str | None = None
@@ -270,7 +298,7 @@ class Comparison:
         if self.precision is None:
             self.precision = _dtype_name(ours)
         ours = _as_float64(ours)
-        row = _compare_one(name, ours, reference, self.tolerance)
+        row = _compare_one(name, ours, reference, self.tolerance, self.exact.get(name))
         self.rows[name] = row
         if row.shape == row.reference_shape and _classes(row.shape):
             if self.output is None or name == self.output:
@@ -293,15 +321,53 @@ class Comparison:
         )
 
 
-def _compare_one(name: str, ours: np.ndarray, ref: Any, tolerance: float) -> BlobParity:
+def _compare_one(
+    name: str, ours: np.ndarray, ref: Any, tolerance: float, exact: ExactPart | None = None
+) -> BlobParity:
     ref = np.asarray(ref, dtype=np.float64)
-    nonfinite_ours = int(np.count_nonzero(~np.isfinite(ours)))
-    nonfinite_ref = int(np.count_nonzero(~np.isfinite(ref)))
-    if ours.shape != ref.shape:
+    shape, reference_shape = ours.shape, ref.shape
+    if shape != reference_shape:
         nan = math.nan
         return BlobParity(
-            name, ours.shape, ref.shape, nan, nan, nan, nonfinite_ours, nonfinite_ref, 0, False
-        )
+            name, shape, reference_shape, nan, nan, nan,
+            int(np.count_nonzero(~np.isfinite(ours))), int(np.count_nonzero(~np.isfinite(ref))),
+            0, False,
+        )  # fmt: skip
+    counts = {}
+    if exact is not None:
+        whole, exact_ours, exact_ref, rest_ours, rest_ref = _split_exact(exact, ours, ref)
+        counts = {
+            "exact": exact.what,
+            "exact_count": int(exact_ours.size),
+            # NaN never equals NaN: an integer position holding one differs
+            "exact_mismatch": int(np.count_nonzero(exact_ours != exact_ref)),
+        }
+        if not whole:  # the errors shown are those of the rest, the tolerance's part
+            ours, ref = rest_ours, rest_ref
+    row = BlobParity(name, shape, reference_shape, *_errors(ours, ref), False, **counts)
+    return dataclasses.replace(row, passed=_within(row, tolerance))
+
+
+def _split_exact(exact: ExactPart, ours: np.ndarray, ref: np.ndarray):
+    """(whole, integer part of ours, of ref, rest of ours, of ref) by ``exact``."""
+    if exact.axis is None or ours.ndim == 0:
+        return True, ours, ref, ours[:0], ref[:0]
+    axis = exact.axis % ours.ndim
+    index = [i for i in exact.index if i < ours.shape[axis]]
+    rest = [i for i in range(ours.shape[axis]) if i not in index]
+    return (
+        not rest,
+        np.take(ours, index, axis=axis),
+        np.take(ref, index, axis=axis),
+        np.take(ours, rest, axis=axis),
+        np.take(ref, rest, axis=axis),
+    )
+
+
+def _errors(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float, float, int, int, int]:
+    """(max_abs, rel, cosine, non-finite in ours, in ref, non-finite mismatches)."""
+    nonfinite_ours = int(np.count_nonzero(~np.isfinite(ours)))
+    nonfinite_ref = int(np.count_nonzero(~np.isfinite(ref)))
     if nonfinite_ours == 0 and nonfinite_ref == 0:  # the usual case: no masking copies
         mismatch, a, b = 0, ours.reshape(-1), ref.reshape(-1)
     else:
@@ -322,11 +388,13 @@ def _compare_one(name: str, ours: np.ndarray, ref: Any, tolerance: float) -> Blo
         cosine = 0.0
     else:
         cosine = float(np.sum(a * b)) / (norm_a * norm_b)
-    passed = mismatch == 0 and rel <= tolerance
-    return BlobParity(
-        name, ours.shape, ref.shape, max_abs, rel, cosine, nonfinite_ours, nonfinite_ref,
-        mismatch, passed,
-    )  # fmt: skip
+    return max_abs, rel, cosine, nonfinite_ours, nonfinite_ref, mismatch
+
+
+def _within(row: BlobParity, tolerance: float) -> bool:
+    """The verdict on one blob of equal shapes: every integer-valued position equal, the
+    NaN/Inf in the same places, the rest within ``tolerance``."""
+    return row.exact_mismatch == 0 and row.nonfinite_mismatch == 0 and row.rel <= tolerance
 
 
 def _topk(

@@ -31,6 +31,7 @@ from torch import nn
 from converter.api import build_model, stream_blobs
 from converter.deploy import InputShapes
 from converter.errors import ConverterError
+from converter.layers.registry import ExactPart, exact_blobs
 from converter.net import Net, net_definition, read_net, write_caffemodel
 from converter.parity import SATURATION, Comparison, ParityReport, saturated_share
 from converter.preprocess import InputWarning
@@ -277,8 +278,10 @@ def verify(
     inputs = set(net.input_shapes())
     wanted = [name for name in order if name not in inputs and (ref is None or name in ref)]
     softmax_axis = _softmax_outputs(net)
+    # Indices, labels, masks, 0/1 outputs: equal or wrong, never "close"
+    exact = exact_blobs(net.layers)
     comparison = Comparison(order, tolerance if tolerance is not None else default_tol)
-    comparison.output = model.output_name
+    comparison.output, comparison.exact = model.output_name, exact
     shares: dict[str, float] = {}
 
     def compare(name: str, ours: torch.Tensor, theirs: np.ndarray) -> None:
@@ -306,7 +309,7 @@ def verify(
             # a mapping error: our own float32 model of the net measures it.
             rounding_model = build_model(net, generic=generic, dtype=torch.float32)
         names = [row.name for row in report.rows]
-        rounding = _float32_rounding(rounding_model, x, names, order)
+        rounding = _float32_rounding(rounding_model, x, names, order, exact)
         if ROUNDING_FACTOR * rounding > default_tol:
             report = report.with_tolerance(ROUNDING_FACTOR * rounding)
             report.tolerance_note = (
@@ -378,14 +381,19 @@ def _lockstep(
     run(hand_over)
 
 
-def _float32_rounding(model: nn.Module, x: np.ndarray, names: list[str], order) -> float:
+def _float32_rounding(
+    model: nn.Module, x: np.ndarray, names: list[str], order, exact: dict[str, ExactPart]
+) -> float:
     """Our own float32 rounding error on this input: the float32 model's blobs against the
-    same weights run in float64, measured as every comparison is (largest over ``names``)."""
-    exact = copy.deepcopy(model).to(torch.float64)
-    measured = Comparison(order, math.inf)
+    same weights run in float64, measured as every comparison is (largest over ``names``),
+    leaving out the integer-valued parts ``exact`` names (a rounding that moves an index
+    says nothing about the float values' error)."""
+    names = [name for name in names if name not in exact or exact[name].axis is not None]
+    as64 = copy.deepcopy(model).to(torch.float64)
+    measured = Comparison(order, math.inf, exact=exact)
     with _taking_turns(lambda hand_over: stream_blobs(model, x, hand_over, names)) as as32:
         _lockstep(
-            lambda hand_over: stream_blobs(exact, x.astype(np.float64), hand_over, names),
+            lambda hand_over: stream_blobs(as64, x.astype(np.float64), hand_over, names),
             as32,
             lambda name, ours64, ours32: measured.add(name, ours32, ours64),
             set(names),

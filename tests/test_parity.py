@@ -11,6 +11,7 @@ import torch
 
 from conftest import load_case
 from converter.errors import ConverterError
+from converter.layers import ExactPart
 from converter.net import read_net
 from converter.parity import ParityReport, compare_blobs, plot_report
 
@@ -258,3 +259,29 @@ def test_plot_rejects_unknown_format_and_missing_matplotlib(tmp_path, monkeypatc
     with pytest.raises(ConverterError, match="matplotlib"):
         plot_report(report, tmp_path / "parity.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_exact_parts_are_equal_or_wrong_and_the_rest_has_its_own_scale():
+    """ArgMax with out_max_val: channel 0 indices (up to 399), channel 1 values (about 1).
+    An index one off fails at any tolerance; a value off by 1% of the values' scale fails
+    at 1e-3, though that is far below 1e-3 of the whole blob's largest value (an index)."""
+    rng = np.random.default_rng(1)
+    ref = np.stack([rng.integers(0, 400, (2, 3, 1)), rng.normal(0, 1, (2, 3, 1))], axis=1)
+    part = ExactPart("indices", axis=1, index=(0,))
+    assert compare_blobs({"a": ref}, {"a": ref}, ["a"], TOL, exact={"a": part}).passed
+    index_off = ref.copy()
+    index_off[1, 0, 2, 0] += 1
+    report = compare_blobs({"a": index_off}, {"a": ref}, ["a"], 10.0, exact={"a": part})
+    (row,) = report.rows
+    assert not report.passed and row.exact_mismatch == 1 and row.exact_count == 6
+    assert row.rel == 0  # the values agree; the error is in an index
+    assert "1 of 6 indices differ (compared exactly)" in report.verdict()
+    assert compare_blobs({"a": index_off}, {"a": ref}, ["a"], 10.0).passed  # as floats: hidden
+    value_off = ref.copy()
+    value_off[0, 1, 1, 0] += 0.01 * np.abs(ref[:, 1]).max()  # 1% of the values' scale
+    assert compare_blobs({"a": value_off}, {"a": ref}, ["a"], TOL).passed  # hidden by the index
+    report = compare_blobs({"a": value_off}, {"a": ref}, ["a"], TOL, exact={"a": part})
+    assert not report.passed and report.rows[0].exact_mismatch == 0
+    assert report.rows[0].shape == (2, 2, 3, 1)  # the blob's shape, not the part's
+    assert report.with_tolerance(0.1).passed and not report.with_tolerance(0.001).passed
+    assert report.to_dict()["blobs"][0]["exact"] == "indices"

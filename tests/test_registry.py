@@ -172,3 +172,41 @@ def test_the_readme_example_registers_a_working_type(tmp_path):
         assert report.passed and report.rows, report.format()
     finally:
         converter.unregister_layer("AffineChannel")
+
+
+def test_exact_blobs_follow_the_last_writer_and_shared_memory():
+    """What verify compares exactly: ArgMax indices, through a Flatten (a view of them), but
+    not once an in-place layer has written over them (over a Split top: in Caffe that
+    memory is the bottom's and every other top's too), nor ArgMax's values alone."""
+    from converter.io.prototxt import parse_prototxt
+    from converter.layers.registry import exact_blobs
+    from converter.net import net_from_param
+
+    def parts(text: str) -> dict:
+        head = (
+            'layer { name: "data" type: "Input" top: "data" '
+            "input_param { shape { dim: 2 dim: 5 dim: 3 dim: 3 } } }\n"
+            'layer { name: "ids" type: "ArgMax" bottom: "data" top: "ids" '
+            "argmax_param { axis: 1 } }\n"
+        )
+        net = net_from_param(parse_prototxt(head + text, "t.prototxt"), "t.prototxt")
+        return exact_blobs(net.layers)
+
+    views = parts(
+        'layer { name: "flat" type: "Flatten" bottom: "ids" top: "flat" }\n'
+        'layer { name: "vals" type: "ArgMax" bottom: "data" top: "vals" '
+        "argmax_param { axis: 1 out_max_val: true } }\n"
+        'layer { name: "both" type: "ArgMax" bottom: "data" top: "both" '
+        "argmax_param { out_max_val: true top_k: 2 } }\n"
+    )
+    assert sorted(views) == ["both", "flat", "ids"]
+    assert views["ids"].what == "indices" and views["ids"].axis is None
+    assert (views["both"].axis, views["both"].index) == (1, (0,))
+    written = parts(
+        'layer { name: "split" type: "Split" bottom: "ids" top: "a" top: "b" }\n'
+        'layer { name: "half" type: "Power" bottom: "b" top: "b" power_param { scale: 0.5 } }\n'
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+        "convolution_param { num_output: 1 kernel_size: 1 } }\n"
+        'layer { name: "t" type: "Threshold" bottom: "c" top: "c" }\n'
+    )
+    assert sorted(written) == ["c"] and written["c"].what == "0/1 values"

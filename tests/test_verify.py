@@ -299,6 +299,87 @@ def test_tampered_reference_names_the_changed_blob(capsys, tmp_path):
     assert "first divergence at blob 'res3d'" in out
 
 
+# Integer-valued blobs, by their layer's meaning, and the one position a test moves by one.
+INTEGER_BLOBS = {
+    # (case, blob): (what the report calls them, the position changed)
+    ("bvlc_layers", "argmax_flat"): ("indices", (0, 0, 1, 0)),  # [:, 0] indices, [:, 1] values
+    ("bvlc_layers", "argmax_c"): ("indices", (1, 0, 2, 3)),
+    ("bvlc_layers", "threshold"): ("0/1 values", (0, 1, 1, 1)),
+    ("fork_layers", "pool_mask"): ("max positions", (1, 2, 0, 1)),
+    ("fork_layers", "detection_out"): ("image ids and labels", (0, 0, 3, 1)),  # a label
+}
+
+EXACT_IN_CASE = {
+    "bvlc_layers": {"threshold", "argmax_flat", "argmax_c", "ids"},
+    "fork_layers": {"pool_mask", "detection_out"},
+}
+
+
+@pytest.mark.parametrize(("case", "blob"), INTEGER_BLOBS)
+def test_integer_blobs_are_compared_exactly(case, blob, capsys, tmp_path):
+    """An index (label, mask position, 0/1) one off is wrong, whatever the tolerance; the
+    float tolerance, relative to the blob's largest value, let one through (here under a
+    loose --tol, above the relative error of each change)."""
+    prototxt, caffemodel, x, saved, tol = BUNDLED[case]
+    what, position = INTEGER_BLOBS[case, blob]
+    with np.load(saved) as data:
+        blobs = dict(data)
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel, "--reference", saved, "--input", x
+    )
+    assert code == 0, out
+    row = next(row for row in report["blobs"] if row["name"] == blob)
+    assert row["exact"] == what and row["exact_mismatch"] == 0
+    assert f"'{blob}' ({what})" in out.split("Compared exactly")[1].splitlines()[0]
+    exact = {row["name"] for row in report["blobs"] if row["exact"]}
+    assert exact == EXACT_IN_CASE[case]  # every other blob keeps the tolerance
+    changed = blobs[blob].copy()
+    if blob == "threshold":
+        changed[position] = 1 - changed[position]
+    else:
+        changed[position] += 1
+    tampered = tmp_path / "tampered.npz"
+    np.savez(tampered, **{**blobs, blob: changed})
+    # rel error of the change: 1 for a 0/1 flip, at most 0.2-0.5 for the indices
+    loose = "1.5" if blob == "threshold" else "0.5"
+    assert float(loose) > rel_error(changed, blobs[blob])
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel,
+        "--reference", tampered, "--input", x, "--tol", loose,
+    )  # fmt: skip
+    assert code == 1, out
+    assert report["first_failure"] == blob and report["failed"] == 1
+    row = next(row for row in report["blobs"] if row["name"] == blob)
+    assert row["exact_mismatch"] == 1
+    assert row["problem"].startswith("1 of ") and f"{what} differ (compared exactly)" in out
+
+
+def test_a_mask_index_one_off_fails_at_the_default_tolerance(capsys, tmp_path):
+    """A pooling mask over a 48x48 plane holds indices up to 2303: one off is a relative
+    error of 4e-4, inside the default 1e-3 a float32 reference gets."""
+    text = (
+        'layer { name: "data" type: "Input" top: "data" '
+        "input_param { shape { dim: 1 dim: 2 dim: 48 dim: 48 } } }\n"
+        'layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" top: "mask" '
+        "pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n"
+    )
+    prototxt, caffemodel = write_net(tmp_path, "masked", text)
+    x = np.random.default_rng(3).normal(0, 1, (1, 2, 48, 48)).astype(np.float32)
+    net = converter.read_net(prototxt, caffemodel)
+    blobs = {k: v.astype(np.float32) for k, v in run_reference(net, x).items()}
+    mask = blobs["mask"].copy()
+    mask[0, 1, 20, 20] += 1
+    assert np.abs(mask - blobs["mask"]).max() / blobs["mask"].max() < FLOAT32_TOLERANCE
+    tampered = tmp_path / "tampered.npz"
+    np.savez(tampered, **{**blobs, "mask": mask})
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel, "--reference", tampered
+    )
+    assert code == 1 and report["first_failure"] == "mask", out
+    assert report["tolerance"] == FLOAT32_TOLERANCE
+    assert "1 of 1152 max positions differ (compared exactly)" in out
+
+
 # ----------------------------------------------------------------------------- outputs
 
 
@@ -825,5 +906,5 @@ def test_float32_rounding_taking_turns_measures_as_before(monkeypatch):
     expected = max(row.rel for row in compare_blobs(as32, as64, names, math.inf).rows)
     monkeypatch.setattr(verify_module, "RUN_AHEAD_BYTES", 1)
     before = threading.active_count()
-    assert verify_module._float32_rounding(model, x, names, names) == expected
+    assert verify_module._float32_rounding(model, x, names, names, {}) == expected
     assert threading.active_count() == before  # the worker thread has ended

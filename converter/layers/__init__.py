@@ -27,6 +27,7 @@ from converter.layers import (  # noqa: F401
 from converter.layers.conv import conv_geometry
 from converter.layers.pool import PoolGeometry, pool_geometry
 from converter.layers.registry import (
+    ExactPart,
     LayerCode,
     LayerShapes,
     LayerType,
@@ -44,6 +45,7 @@ from converter.layers.registry import (
 from converter.layers.shape import reshape_shape, slice_bounds
 
 __all__ = [
+    "ExactPart",
     "LayerCode",
     "LayerShapes",
     "LayerType",

@@ -15,6 +15,7 @@ import math
 from converter.codegen.common import number
 from converter.errors import ConverterError
 from converter.layers.registry import (
+    ExactPart,
     LayerCode,
     LayerShapes,
     Shape,
@@ -208,8 +209,8 @@ def _swish_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
     )
 
 
-def _elementwise(name: str, module, shape=same_shape, code=None) -> None:
-    register_layer(name, shape=shape, module=module, in_place=True, code=code)
+def _elementwise(name: str, module, shape=same_shape, code=None, exact=None) -> None:
+    register_layer(name, shape=shape, module=module, in_place=True, code=code, exact=exact)
 
 
 _elementwise("ReLU", _relu_module, code=_relu_code)
@@ -250,6 +251,7 @@ _elementwise(
     code=lambda layer, bottoms, where: LayerCode(
         f"({{0}} > {number(layer.param.threshold_param.threshold)}).to({{0}}.dtype)"
     ),
+    exact=lambda layer: {0: ExactPart("0/1 values")},
 )
 _elementwise("Exp", _exp_module, shape=_base_checked, code=_exp_code)
 _elementwise("Log", _log_module, shape=_base_checked, code=_log_code)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from converter import caffe_pb2
 from converter.errors import ConverterError
-from converter.layers.registry import LayerShapes, Shape, need_bottoms, register_layer
+from converter.layers.registry import ExactPart, LayerShapes, Shape, need_bottoms, register_layer
 
 FLT_MAX = 3.4028234663852886e38
 
@@ -223,4 +223,10 @@ def _detection_module(layer, bottoms: list[Shape], where: str):
     return DetectionOutput(detection_config(layer, where), where)
 
 
-register_layer("DetectionOutput", shape=_detection_shapes, module=_detection_module)
+register_layer(
+    "DetectionOutput",
+    shape=_detection_shapes,
+    module=_detection_module,
+    # rows [image, label, score, xmin, ymin, xmax, ymax]: the first two are integers
+    exact=lambda layer: {0: ExactPart("image ids and labels", axis=-1, index=(0, 1))},
+)

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from converter import caffe_pb2
 from converter.codegen.common import literal
 from converter.errors import ConverterError
-from converter.layers.registry import LayerCode, LayerShapes, Shape, need_bottoms, register_layer
+from converter.layers.registry import (
+    ExactPart,
+    LayerCode,
+    LayerShapes,
+    Shape,
+    need_bottoms,
+    register_layer,
+)
 
 
 @dataclass
@@ -215,7 +222,13 @@ def _pooling_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
     return LayerCode("{m}({0})", module, (_CAFFE_POOL,))
 
 
-register_layer("Pooling", shape=_pooling_shapes, module=_pooling_module, code=_pooling_code)
+register_layer(
+    "Pooling",
+    shape=_pooling_shapes,
+    module=_pooling_module,
+    code=_pooling_code,
+    exact=lambda layer: {1: ExactPart("max positions")} if len(layer.tops) == 2 else {},
+)
 
 # ----------------------------------------------------------------------------- SPP
 

@@ -10,6 +10,7 @@ import math
 from converter import caffe_pb2
 from converter.errors import ConverterError
 from converter.layers.registry import (
+    ExactPart,
     LayerShapes,
     Shape,
     canonical_axis,
@@ -59,7 +60,16 @@ def _argmax_module(layer, bottoms: list[Shape], where: str):
     return ArgMax(argmax_axis(layer, bottoms[0], where), ap.top_k, ap.out_max_val, top[1:])
 
 
-register_layer("ArgMax", shape=_argmax_shapes, module=_argmax_module)
+def _argmax_exact(layer) -> dict[int, ExactPart]:
+    """The indices: the whole top, or with ``out_max_val`` and no axis its first channel
+    (the second holds the values); with an axis and ``out_max_val`` the top is values."""
+    ap = layer.param.argmax_param
+    if not ap.out_max_val:
+        return {0: ExactPart("indices")}
+    return {} if ap.HasField("axis") else {0: ExactPart("indices", axis=1, index=(0,))}
+
+
+register_layer("ArgMax", shape=_argmax_shapes, module=_argmax_module, exact=_argmax_exact)
 
 # ----------------------------------------------------------------------------- Reduction
 

@@ -20,6 +20,9 @@ family module of ``converter/layers/`` (or in a user's code), gives a type:
 - ``code(layer, bottoms, where) -> LayerCode``: how ``convert --format code`` writes the
   layer into a standalone model.py (see ``LayerCode``); a type without it refuses that
   format. The module it writes must have the state dict of the one ``module`` builds.
+- ``exact(layer) -> {top index: ExactPart}``: the tops (or parts of them) whose values are
+  integers by the layer's meaning (indices, labels, 0/1), which ``verify`` compares exactly
+  instead of within a float tolerance.
 
 ``layer`` is a ``converter.net.Layer`` (``.name``, ``.type``, ``.bottoms``, ``.tops``,
 ``.param``: its ``caffe_pb2.LayerParameter``); ``where`` is the prefix for error messages
@@ -80,11 +83,24 @@ class LayerCode:
     helpers: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class ExactPart:
+    """The part of a top blob whose values are integers by its layer's meaning, which a
+    comparison must find equal, not close: the whole blob (``axis`` None), or positions
+    ``index`` along ``axis`` (DetectionOutput's image and label columns). ``what`` names
+    the values in reports ("indices", "image ids and labels")."""
+
+    what: str
+    axis: int | None = None
+    index: tuple[int, ...] = ()
+
+
 ShapeRule = Callable[["Layer", list[Shape], str], LayerShapes]
 ModuleBuilder = Callable[["Layer", list[Shape], str], "nn.Module"]
 WeightMap = Callable[["Layer", list[np.ndarray], "nn.Module", str], dict[str, np.ndarray]]
 Forward = Callable[["Layer", list[np.ndarray], list[np.ndarray], str], list[np.ndarray]]
 CodeEmitter = Callable[["Layer", list[Shape], str], LayerCode]
+ExactTops = Callable[["Layer"], dict[int, ExactPart]]
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,7 @@ class LayerType:
     shares_memory: bool | Callable[[Layer], bool] = False
     per_bottom: bool = False
     code: CodeEmitter | None = None
+    exact: ExactTops | None = None
 
     def map_weights(
         self, layer: Layer, blobs: list[np.ndarray], module: nn.Module, where: str
@@ -131,6 +148,7 @@ def register_layer(
     shares_memory: bool | Callable[[Layer], bool] = False,
     per_bottom: bool = False,
     code: CodeEmitter | None = None,
+    exact: ExactTops | None = None,
     replace: bool = False,
 ) -> LayerType:
     """Make Caffe layer type ``name`` (and its ``aliases``) known to the converter.
@@ -138,7 +156,8 @@ def register_layer(
     The built-in types are registered by this same function (``converter/layers/*.py``).
     The hooks are described in this module's docstring; ``reference`` (optional) is the
     NumPy forward ``(layer, bottoms, params, where) -> [top arrays]`` that ``verify
-    --reference numpy`` runs, ``params`` being the layer's blobs in the executor's dtype.
+    --reference numpy`` runs, ``params`` being the layer's blobs in the executor's dtype;
+    ``exact`` (optional) says which tops hold integers by meaning (``ExactPart``).
     A name that is taken raises ConverterError unless ``replace=True``.
     """
     names = (name, *aliases)
@@ -151,7 +170,16 @@ def register_layer(
     for old in {id(_TYPES[n]): _TYPES[n] for n in taken}.values():
         _forget(old)  # every name of a replaced type, not only those given again
     record = LayerType(
-        name, shape, module, weights, tuple(aliases), in_place, shares_memory, per_bottom, code
+        name,
+        shape,
+        module,
+        weights,
+        tuple(aliases),
+        in_place,
+        shares_memory,
+        per_bottom,
+        code,
+        exact,
     )
     for n in names:
         _TYPES[n] = record
@@ -178,6 +206,41 @@ def _forget(record: LayerType) -> None:
         if _TYPES.get(n) is record:
             del _TYPES[n]
         FORWARD.pop(n, None)
+
+
+def exact_blobs(layers: Sequence[Layer]) -> dict[str, ExactPart]:
+    """Blob name -> the part of its final value that is integer by meaning (``exact``
+    hooks), for the layers in network order. The last layer writing a blob decides; the
+    tops of a layer sharing its bottom's memory (Split, Flatten, Reshape) keep a wholly
+    integer bottom's part, and an in-place write onto one of them writes them all, as it
+    does in Caffe."""
+    parts: dict[str, ExactPart] = {}
+    memory: dict[str, set[str]] = {}  # blob -> the blobs sharing its memory, itself included
+    for layer in layers:
+        record = lookup(layer.type)
+        given = record.exact(layer) if record is not None and record.exact else {}
+        shared = bool(layer.bottoms) and record is not None and record.tops_share_memory(layer)
+        for index, top in enumerate(layer.tops):
+            part = given.get(index)
+            if top in layer.bottoms:  # in place: written where every alias reads
+                written = memory.get(top, {top})
+            else:
+                memory.get(top, set()).discard(top)  # the name now holds another blob
+                memory[top] = {top}
+                if shared:
+                    bottom = layer.bottoms[0]
+                    memory[top] = memory.setdefault(bottom, {bottom})
+                    memory[top].add(top)
+                    inherited = parts.get(bottom)
+                    if part is None and inherited is not None and inherited.axis is None:
+                        part = inherited
+                written = {top}
+            for name in written:
+                if part is None:
+                    parts.pop(name, None)
+                else:
+                    parts[name] = part
+    return parts
 
 
 def lookup(type_name: str) -> LayerType | None:
