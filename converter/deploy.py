@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from converter import caffe_pb2
-from converter.errors import ConverterError
+from converter.errors import ConverterError, counted, noun
 
 Shape = tuple[int, ...]
 InputShapes = Mapping[str, Sequence[int]] | Sequence[int] | None
@@ -112,7 +112,7 @@ def to_deploy(
         return result, []
     changes = [
         "read as the deploy net Caffe runs in the TEST phase"
-        + (f" ({left_out} TRAIN-only layer(s) left out)" if left_out else "")
+        + (f" ({counted(left_out, 'TRAIN-only layer')} left out)" if left_out else "")
     ]
     inputs = {lp.name: lp for lp in result if lp.type == "Input"}
     for lp, note in converted:
@@ -123,7 +123,8 @@ def to_deploy(
         names = ", ".join(f"{layers[i].type} '{layers[i].name}'" for i in sorted(dropped))
         changes.append(f"dropped {names}")
     if removed_inputs:
-        changes.append("dropped the blob(s) " + ", ".join(f"'{b}'" for b in removed_inputs))
+        names = ", ".join(f"'{b}'" for b in removed_inputs)
+        changes.append(f"dropped the {noun(len(removed_inputs), 'blob')} {names}")
     outputs = _outputs(result)
     if outputs:
         changes.append("the output is " + ", ".join(f"'{o}'" for o in outputs))

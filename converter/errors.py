@@ -17,3 +17,14 @@ def file_error(path: object, exc: OSError) -> ConverterError:
     if isinstance(exc, PermissionError):
         return ConverterError(f"{path}: permission denied")
     return ConverterError(f"{path}: cannot read ({exc.strerror or exc})")
+
+
+def noun(count: int, singular: str, plural: str | None = None) -> str:
+    """``singular`` when ``count`` is one, else ``plural`` (by default ``singular + "s"``):
+    messages say "1 layer" and "2 layers", never "layer(s)"."""
+    return singular if count == 1 else plural or f"{singular}s"
+
+
+def counted(count: int, singular: str, plural: str | None = None) -> str:
+    """ "1 layer", "3 layers": ``count`` and its ``noun``."""
+    return f"{count} {noun(count, singular, plural)}"

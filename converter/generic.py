@@ -42,7 +42,7 @@ import torch
 from google.protobuf import text_format
 from torch import nn
 
-from converter.errors import ConverterError
+from converter.errors import ConverterError, counted, noun
 from converter.export import owned_tensors
 from converter.io.prototxt import parse_prototxt
 from converter.layers import LayerType, lookup, supported_layer_types
@@ -197,7 +197,7 @@ class CaffeGraph(nn.Module):
         if names is not None:
             unknown = [n for n in names if n not in self._blob_names]
             if unknown:
-                raise KeyError(f"no blob(s) named {unknown} in this net")
+                raise KeyError(f"no {noun(len(unknown), 'blob')} named {unknown} in this net")
         if on_final is not None:
             wanted = self._blob_names if names is None else set(names)
             self._run(inputs, set(), lambda n, v: on_final(n, v) if n in wanted else None)
@@ -213,7 +213,7 @@ class CaffeGraph(nn.Module):
     ) -> dict:
         if len(inputs) != len(self.input_names):
             raise TypeError(
-                f"the net takes {len(self.input_names)} input(s) {self.input_names}, "
+                f"the net takes {counted(len(self.input_names), 'input')} {self.input_names}, "
                 f"got {len(inputs)}"
             )
         given = dict(zip(self.input_names, inputs))

@@ -18,7 +18,7 @@ import numpy as np
 
 from converter import caffe_pb2
 from converter.deploy import DeployNetWarning, InputShapes, to_deploy
-from converter.errors import ConverterError
+from converter.errors import ConverterError, counted
 from converter.io import sniff
 from converter.io.caffemodel import StoredLayer, read_weight_file, write_layers
 from converter.io.prototxt import read_prototxt
@@ -268,7 +268,7 @@ def attach_weights(
             if expected:
                 elsewhere = named is not None and named.blobs and item is None
                 problems.append(
-                    f"layer '{layer.name}' ({layer.type}) needs {len(expected)} blob(s) "
+                    f"layer '{layer.name}' ({layer.type}) needs {counted(len(expected), 'blob')} "
                     "but the caffemodel has none for it"
                     + (" (another layer of that name receives them)" if elsewhere else "")
                 )
@@ -276,8 +276,8 @@ def attach_weights(
         if expected is not None and len(item.blobs) != len(expected):
             problems.append(
                 f"layer '{layer.name}' ({layer.type}): the prototxt implies "
-                f"{len(expected)} blob(s) {_fmt(expected)}, the caffemodel has {len(item.blobs)} "
-                f"{_fmt([b.shape for b in item.blobs])}"
+                f"{counted(len(expected), 'blob')} {_fmt(expected)}, the caffemodel has "
+                f"{len(item.blobs)} {_fmt([b.shape for b in item.blobs])}"
             )
             continue
         blobs = []
@@ -298,14 +298,14 @@ def attach_weights(
         layer.blobs = blobs
         dtypes.update(item.dtypes)
     if problems:
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        more = f" (and {counted(len(problems) - 1, 'more problem')})" if len(problems) > 1 else ""
         raise ConverterError(f"{weights_source}: does not match {net.source}: {problems[0]}{more}")
     ignored = [name for name, item in by_name.items() if item.blobs and name not in receiver]
     if ignored:
         listed = ", ".join(f"'{n}'" for n in ignored[:10]) + (" ..." if len(ignored) > 10 else "")
         warnings.warn(
-            f"{weights_source}: ignoring {len(ignored)} trained layer(s) that {net.source} "
-            f"does not use, as Caffe does: {listed}",
+            f"{weights_source}: ignoring {counted(len(ignored), 'trained layer')} that "
+            f"{net.source} does not use, as Caffe does: {listed}",
             IgnoredLayersWarning,
             stacklevel=3,
         )
@@ -348,7 +348,8 @@ def infer_shapes(
             shapes.top_shapes = [overrides.get(t, s) for t, s in zip(layer.tops, shapes.top_shapes)]
         if len(shapes.top_shapes) != len(layer.tops):
             raise ConverterError(
-                f"{where}: expected {len(shapes.top_shapes)} top(s), found {len(layer.tops)}"
+                f"{where}: expected {counted(len(shapes.top_shapes), 'top')}, "
+                f"found {len(layer.tops)}"
             )
         for top, shape in zip(layer.tops, shapes.top_shapes):
             if any(d < 0 for d in shape):

@@ -165,7 +165,7 @@ def test_inspect_says_what_the_totals_cover_and_the_module(capsys, tmp_path):
         "layers"
     )
     assert module.startswith(
-        "Converts to: nothing yet (1 layer(s) without a module (MysteryOp): 'm' (MysteryOp). "
+        "Converts to: nothing yet (1 layer without a module (MysteryOp): 'm' (MysteryOp). "
         "converter.register_layer"
     )
     code, out, _ = run(capsys, "inspect", odd, "--json")

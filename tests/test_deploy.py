@@ -64,8 +64,8 @@ def test_train_val_reads_as_the_deploy_net_caffe_derived():
     assert len(caught) == 1
     assert str(caught[0].message) == (
         f"{TRAINVAL / 'train_val.prototxt'}: read as the deploy net Caffe runs in the TEST phase "
-        "(1 TRAIN-only layer(s) left out); Data 'data' became an Input of shape (1, 3, 224, 224); "
-        "dropped SoftmaxWithLoss 'loss', Accuracy 'accuracy'; dropped the blob(s) 'label'; the "
+        "(1 TRAIN-only layer left out); Data 'data' became an Input of shape (1, 3, 224, 224); "
+        "dropped SoftmaxWithLoss 'loss', Accuracy 'accuracy'; dropped the blob 'label'; the "
         "output is 'fc1000'"
     )
     for ours, theirs in zip(net.layers, expected.layers):
@@ -236,7 +236,7 @@ def test_deploy_leftovers_are_dropped_with_one_line():
     assert caught == [
         "t.prototxt: read as the deploy net Caffe runs in the TEST phase; dropped Silence "
         "'silence_label', SoftmaxWithLoss 'loss', Accuracy 'accuracy', EuclideanLoss 'l2'; "
-        "dropped the blob(s) 'label'; the output is 'fc'"
+        "dropped the blob 'label'; the output is 'fc'"
     ]
 
 

@@ -682,7 +682,7 @@ def test_trained_layers_the_prototxt_lacks_are_ignored_with_one_warning(capsys, 
     code, out, err = run_cli(capsys, "convert", proto, extra, "-o", ours)
     lines = err.splitlines()
     assert code == 0 and len(lines) == 1 and lines[0].startswith("caffe2torch: warning: "), err
-    for words in (str(extra), "ignoring 2 trained layer(s)", "'stranger'", "'onet_landmark'"):
+    for words in (str(extra), "ignoring 2 trained layers", "'stranger'", "'onet_landmark'"):
         assert words in lines[0], lines[0]
     assert run_cli(capsys, "convert", proto, small / "small.caffemodel", "-o", plain)[0] == 0
     assert _tensors(ours) == _tensors(plain)
@@ -1008,3 +1008,20 @@ def test_real_process_prints_one_line_and_no_traceback(small, tmp_path, argv):
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("caffe2torch: error: "), done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.caffemodel"]
+
+
+def test_counts_in_messages_are_english():
+    """ "1 layer", "2 layers": never "layer(s)" (the helper every message uses)."""
+    from converter.errors import counted, noun
+    from converter.layers import need_bottoms
+
+    assert [counted(n, "layer") for n in (0, 1, 2)] == ["0 layers", "1 layer", "2 layers"]
+    assert noun(1, "fits", "fit") == "fits" and noun(3, "fits", "fit") == "fit"
+    for bottoms, count, words in [
+        ([], (1, 1 << 30), "expected at least 1 bottom, found 0"),
+        ([(1,)], 2, "expected 2 bottoms, found 1"),
+        ([(1,)] * 4, (2, 3), "expected 2 to 3 bottoms, found 4"),
+        ([(1,)] * 2, 1, "expected 1 bottom, found 2"),
+    ]:
+        with pytest.raises(converter.ConverterError, match=f"^w: {words}$"):
+            need_bottoms(bottoms, count, "w")

@@ -433,7 +433,7 @@ def test_unsupported_types_are_listed_at_once():
     with pytest.raises(ConverterError) as error:
         CaffeGraph.from_net(net_from_text(text, "odd.prototxt"))
     message = str(error.value)
-    assert message.startswith("odd.prototxt: 4 layer(s) of a type this tool does not know")
+    assert message.startswith("odd.prototxt: 4 layers of a type this tool does not know")
     assert "(OddCrop x2, MysteryAct, Python)" in message
     for word in ["'odd/1' (OddCrop)", "'odd/2' (OddCrop)", "'act' (MysteryAct)"]:
         assert word in message

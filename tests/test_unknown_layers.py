@@ -29,7 +29,7 @@ layer { name: "relu" type: "ReLU" bottom: "pool6" top: "pool6" }
 """  # noqa: E501
 
 NAMED = [
-    "3 layer(s)",
+    "3 layers",
     "'proposal' (Python: module 'rpn.proposal_layer', layer 'ProposalLayer')",
     "'roi_pool5' (ROIPooling)",
     "'roi_pool6' (ROIPooling)",
@@ -115,12 +115,12 @@ def test_every_unknown_field_is_listed_with_its_layer_and_line(capsys, tmp_path)
     prototxt.write_text(FIELDS)
     err = one_line_error(capsys, ["inspect", prototxt])
     column = FIELDS.splitlines()[4].index("kernal_size") + 1
-    assert err.startswith(f"caffe2torch: error: {prototxt}:5:{column}: 3 field(s)")  # the first
+    assert err.startswith(f"caffe2torch: error: {prototxt}:5:{column}: 3 fields")  # the first
     for words in [
         "'kernal_size' in ConvolutionParameter (layer 'conv', line 5)",
         "'fancy_param' in LayerParameter (layer 'act', line 7)",
         "'torch_pooling' in PoolingParameter (layer 'pool', line 9)",
-        "1 layer(s) of a type this tool does not know: 'act' (FancyAct)",
+        "1 layer of a type this tool does not know: 'act' (FancyAct)",
     ]:
         assert words in err, (words, err)
     assert one_line_error(capsys, ["convert", prototxt, tmp_path / "x.caffemodel"]) == err
@@ -139,7 +139,7 @@ def test_a_known_fork_field_among_unknown_ones_is_still_translated(tmp_path):
         read_net(prototxt)
     message = str(caught.value)
     column = FIELDS.splitlines()[8].index("torch_pooling") + 1 + len("ceil_mode: false stride: 2 ")
-    assert message.startswith(f"{prototxt}:9:{column}: 1 field(s)"), message
+    assert message.startswith(f"{prototxt}:9:{column}: 1 field"), message
     assert "'odd_one' in PoolingParameter (layer 'pool', line 9)" in message
     assert "ceil_mode" not in message
 

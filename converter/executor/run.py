@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from converter.errors import ConverterError
+from converter.errors import ConverterError, counted
 from converter.executor.registry import FORWARD
 from converter.layers import lookup
 from converter.layers.norm import use_global_stats
@@ -137,7 +137,7 @@ def _params(layer: Layer, expected, dtype: np.dtype, where: str) -> list[np.ndar
     found = [tuple(blob.shape) for blob in layer.blobs]
     if found != expected:
         raise ConverterError(
-            f"{where}: needs {len(expected)} parameter blob(s) of shapes {expected}, "
+            f"{where}: needs {counted(len(expected), 'parameter blob')} of shapes {expected}, "
             f"found {len(found)} of shapes {found}"
         )
     return [np.asarray(blob, dtype=dtype) for blob in layer.blobs]

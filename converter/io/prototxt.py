@@ -10,7 +10,7 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from converter import caffe_pb2
-from converter.errors import ConverterError, file_error
+from converter.errors import ConverterError, counted, file_error
 from converter.io import sniff
 from converter.io.caffemodel import blob_shape
 from converter.io.textproto import parse_text
@@ -273,8 +273,8 @@ def _unknown_fields_message(unknown: list[_UnknownField], net) -> str:
             holder = "" if field.layer else "outside any layer, "
         items.append(f"'{field.name}' in {field.owner} ({holder}line {field.line})")
     message = (
-        f"{unknown[0].where}: {len(unknown)} field(s) BVLC Caffe does not have (from a Caffe "
-        f"fork?): {', '.join(items)}"
+        f"{unknown[0].where}: {counted(len(unknown), 'field')} BVLC Caffe does not have (from "
+        f"a Caffe fork?): {', '.join(items)}"
     )
     if net is not None:
         from converter.layers import lookup
@@ -282,7 +282,7 @@ def _unknown_fields_message(unknown: list[_UnknownField], net) -> str:
 
         types = [describe_layer(layer) for layer in net.layer if lookup(layer.type) is None]
         if types:
-            message += f"; and {len(types)} layer(s) of a type this tool does not know: "
+            message += f"; and {counted(len(types), 'layer')} of a type this tool does not know: "
             message += ", ".join(types)
     return message + (
         ". A field that does not change what the deploy net computes can be deleted from the "

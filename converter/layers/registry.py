@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from converter.errors import ConverterError
+from converter.errors import ConverterError, counted
 
 if TYPE_CHECKING:
     from torch import nn
@@ -273,7 +273,7 @@ def weight_and_bias(
     ]
     if len(targets) != len(blobs):
         raise ConverterError(
-            f"{where}: expected {len(targets)} blob(s), the weights have {len(blobs)}"
+            f"{where}: expected {counted(len(targets), 'blob')}, the weights have {len(blobs)}"
         )
     arrays = {}
     for (key, target), blob in zip(targets, blobs):
@@ -295,7 +295,13 @@ def need_bottoms(bottoms: Sequence[Shape], count: int | tuple[int, int], where: 
     """Refuse a layer with a number of bottoms outside ``count`` (one number, or low, high)."""
     low, high = (count, count) if isinstance(count, int) else count
     if not low <= len(bottoms) <= high:
-        raise ConverterError(f"{where}: expected {count} bottom(s), found {len(bottoms)}")
+        if low == high:
+            wanted = counted(low, "bottom")
+        elif high >= 1 << 20:  # no real limit
+            wanted = f"at least {counted(low, 'bottom')}"
+        else:
+            wanted = f"{low} to {high} bottoms"
+        raise ConverterError(f"{where}: expected {wanted}, found {len(bottoms)}")
 
 
 def same_shape(layer: Layer, bottoms: list[Shape], where: str) -> LayerShapes:
@@ -327,4 +333,6 @@ def unknown_layers_message(source: str, layers: Sequence[Layer], missing: str) -
         counts[layer.type] = counts.get(layer.type, 0) + 1
     types = ", ".join(f"{t} x{n}" if n > 1 else t for t, n in counts.items())
     listed = ", ".join(describe_layer(layer) for layer in layers)
-    return f"{source}: {len(layers)} layer(s) {missing} ({types}): {listed}. {REGISTER_HINT}"
+    return (
+        f"{source}: {counted(len(layers), 'layer')} {missing} ({types}): {listed}. {REGISTER_HINT}"
+    )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from converter import caffe_pb2
-from converter.errors import ConverterError
+from converter.errors import ConverterError, counted, noun
 from converter.layers import Shape, conv_geometry, pool_geometry
 from converter.net import Net
 from converter.resnet.config import DEFAULT_BN_EPS, PoolConfig, ResNetConfig, StageConfig
@@ -125,8 +125,8 @@ class _Recognizer:
         layer = self.net.layers[index]
         if len(layer.tops) != 1 or (layer.type != "Eltwise" and len(layer.bottoms) != 1):
             raise self.fail(
-                f"{self.describe(index)} has {len(layer.bottoms)} bottom(s) and "
-                f"{len(layer.tops)} top(s); expected one of each"
+                f"{self.describe(index)} has {counted(len(layer.bottoms), 'bottom')} and "
+                f"{counted(len(layer.tops), 'top')}; expected one of each"
             )
         self.used.add(index)
         if tap is not None:
@@ -170,7 +170,7 @@ class _Recognizer:
             if len(self.net.layers[scale].bottoms) != 1 or sp.axis != 1 or sp.num_axes != 1:
                 raise self.fail(
                     f"{self.describe(scale)} should scale per channel (one bottom, axis 1, "
-                    f"num_axes 1), found {len(self.net.layers[scale].bottoms)} bottom(s), "
+                    f"num_axes 1), found {counted(len(self.net.layers[scale].bottoms), 'bottom')}, "
                     f"axis {sp.axis}, num_axes {sp.num_axes}"
                 )
             self.use(bn, f"{bn_name}.norm")
@@ -290,7 +290,7 @@ class _Recognizer:
         kind = {2: "basic", 3: "bottleneck"}.get(len(units))
         if kind is None:
             raise self.fail(
-                f"the block starting at {self.describe(branch)} has {len(units)} conv(s); "
+                f"the block starting at {self.describe(branch)} has {counted(len(units), 'conv')}; "
                 "a basic block has 2, a bottleneck 3"
             )
         strides = [u.stride for u in units]
@@ -442,7 +442,10 @@ class _Recognizer:
 
         unused = [self.describe(i) for i in range(len(self.net.layers)) if i not in self.used]
         if unused:
-            raise self.fail(f"{len(unused)} layer(s) fit nowhere in it: {', '.join(unused[:5])}")
+            raise self.fail(
+                f"{counted(len(unused), 'layer')} {noun(len(unused), 'fits', 'fit')} nowhere in "
+                f"it: {', '.join(unused[:5])}"
+            )
 
         eps_counts = Counter(self.eps.values())
         bn_eps = DEFAULT_BN_EPS if DEFAULT_BN_EPS in eps_counts else eps_counts.most_common(1)[0][0]

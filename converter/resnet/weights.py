@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from converter.errors import ConverterError
+from converter.errors import ConverterError, counted
 from converter.net import Layer, Net
 from converter.resnet.config import ResNetConfig, state_shapes
 
@@ -65,7 +65,7 @@ def resnet_arrays(net: Net, config: ResNetConfig) -> dict[str, np.ndarray]:
             )
         if len(layer.blobs) < blobs:
             raise ConverterError(
-                f"{source}: layer '{name}' has {len(layer.blobs)} weight blob(s), "
+                f"{source}: layer '{name}' has {counted(len(layer.blobs), 'weight blob')}, "
                 f"{module} needs {blobs}; was the net read with its caffemodel?"
             )
         return layer
