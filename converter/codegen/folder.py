@@ -24,7 +24,7 @@ import numpy as np
 
 from converter import __version__
 from converter.codegen.resnet import fits_resnet_form, resnet_source
-from converter.errors import ConverterError
+from converter.errors import ConverterError, counted
 from converter.export import write_converted
 from converter.io.atomic import atomic_folder, atomic_write, check_folder_replaceable
 from converter.resnet.config import ResNetConfig
@@ -131,9 +131,9 @@ def model_card(config: Mapping[str, Any], title: str) -> str:
     if verified:
         parity = (
             f"Verified at conversion (`caffe2torch convert --verify`) against "
-            f"{verified['reference']}: {verified['compared']} blob(s) compared, worst relative "
-            f"error {verified['worst_rel']:.2e} at blob `{verified['worst_blob']}` (tolerance "
-            f"{verified['tolerance']:.0e}, measured as max|ours - ref| / max|ref|); "
+            f"{verified['reference']}: {counted(verified['compared'], 'blob')} compared, worst "
+            f"relative error {verified['worst_rel']:.2e} at blob `{verified['worst_blob']}` "
+            f"(tolerance {verified['tolerance']:.0e}, measured as max|ours - ref| / max|ref|); "
             f"{'passed' if verified['passed'] else 'FAILED'}."
         )
     else:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 
 from converter.codegen.common import LOADER, fill, header
-from converter.errors import ConverterError
+from converter.errors import ConverterError, noun
 from converter.layers import LayerCode, lookup
 from converter.net import Net
 
@@ -40,8 +40,9 @@ def check_codegen(net: Net) -> None:
     missing = _missing_emitters(net)
     if missing:
         raise ConverterError(
-            f"{net.source}: --format code cannot write layer type(s) {', '.join(missing)} "
-            "(no code emitter registered for them: register_layer(..., code=...))"
+            f"{net.source}: --format code cannot write {noun(len(missing), 'layer type')} "
+            f"{', '.join(missing)} (no code emitter registered for "
+            f"{noun(len(missing), 'it', 'them')}: register_layer(..., code=...))"
         )
 
 
