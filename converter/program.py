@@ -63,6 +63,12 @@ def export_program(
     declared batch instead, and ``warn`` is told so.
     """
     wrapper = _Inputs(model).eval()
+    with _quiet_torch():
+        return _export(wrapper, input_shapes, warn, where)
+
+
+def _export(wrapper, input_shapes, warn, where) -> torch.export.ExportedProgram:
+    """The tracing itself: dynamic batch first, then the declared shapes."""
     examples = _example_inputs(input_shapes)
     batch = torch.export.Dim("batch", min=1)
     dynamic = tuple({0: batch} for _ in examples)
@@ -107,11 +113,8 @@ def write_onnx(
         import onnxscript  # noqa: F401
     except ImportError as exc:
         raise ConverterError(f"--format onnx needs {exc.name}: {ONNX_HINT}") from None
-    quiet = logging.getLogger("torch.onnx")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # "torchvision is not installed" lines are noise here
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with _quiet_torch(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             onnx_program = torch.onnx.export(
                 program,
@@ -125,14 +128,35 @@ def write_onnx(
         raise ConverterError(
             f"{path}: the ONNX exporter cannot translate this net: {_root_cause(exc)}"
         ) from None
-    finally:
-        quiet.setLevel(level)
     proto = onnx_program.model_proto
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     with atomic_write(path) as handle:
         handle.write(proto.SerializeToString())
     return Path(path)
+
+
+@contextlib.contextmanager
+def _quiet_torch():
+    """torch's loggers and warnings silenced while tracing and translating, restored
+    afterwards: a failed trace logs pages (the traced graph), and the exporter notes what
+    it skips ("torchvision is not installed"); the one-line error says what went wrong."""
+    loggers = [logging.getLogger("torch")] + [
+        logger
+        for name, logger in list(logging.Logger.manager.loggerDict.items())
+        if name.startswith("torch.") and isinstance(logger, logging.Logger)
+    ]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        # torch.export also prints the graph of a failed trace to sys.stderr itself
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -112,3 +112,14 @@ def test_unreadable_program_is_one_error(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(ConverterError, match="not a readable torch.export"):
         load_program(bad)
+
+
+def test_untraceable_net_is_refused_in_one_line(tmp_path, capsys):
+    """SSD's DetectionOutput keeps a data-dependent number of boxes: torch.export cannot
+    trace it, and the refusal is one line (no pages of traced graph), nothing written."""
+    fork = load_case("fork_layers")
+    argv = ["convert", str(fork.prototxt), str(fork.caffemodel), "-o", str(tmp_path / "f.pt2")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "torch.export cannot trace this net" in err[0]
+    assert list(tmp_path.iterdir()) == []
