@@ -63,8 +63,9 @@ def build_model(net: Net, generic: bool = False, dtype: torch.dtype = torch.floa
     return materialize(plan_conversion(net, generic), dtype, net.weights_source or net.source)
 
 
-def model_from_config(config: dict) -> nn.Module:
-    """Rebuild an empty model from the ``caffe_config()`` stored in a converted file."""
+def model_from_config(config: dict, source: str = "<config>") -> nn.Module:
+    """Rebuild an empty model from the ``caffe_config()`` stored in a converted file;
+    ``source`` (the file) starts error messages."""
     architecture = config.get("architecture")
     if architecture == "resnet":
         from converter.resnet import CaffeResNet
@@ -73,8 +74,8 @@ def model_from_config(config: dict) -> nn.Module:
     if architecture == "generic":
         from converter.generic import CaffeGraph
 
-        return CaffeGraph.from_config(config)
-    raise ConverterError(f"unknown architecture '{architecture}' in converted file")
+        return CaffeGraph.from_config(config, source)
+    raise ConverterError(f"{source}: unknown architecture '{architecture}' in converted file")
 
 
 def load(
@@ -104,7 +105,7 @@ def load(
     with gc_paused():  # many small objects, no cycles: see gc_paused
         state, metadata = read_converted(path)
         with torch.device("meta"):
-            model = model_from_config(json.loads(metadata["config"]))
+            model = model_from_config(json.loads(metadata["config"]), str(path))
         # The file's tensors become the model's (assign=True): no second copy of the weights.
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         try:

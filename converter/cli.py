@@ -218,6 +218,16 @@ def _add_verify_options(parser: argparse.ArgumentParser, implied: bool = False) 
     )
 
 
+def _add_layers_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--layers",
+        action="append",
+        metavar="FILE.py",
+        help="import this Python file first: it registers your own layer types by calling "
+        "converter.register_layer (README: 'Adding a layer type'); repeatable",
+    )
+
+
 def _subcommand(commands, name: str, summary: str, description: str, examples: list[str]):
     """A subcommand whose --help gives a short description and examples."""
     command = commands.add_parser(
@@ -291,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify", action="store_true", help="verify the written file (see verify --help)"
     )
     _add_input_shape_option(convert)
+    _add_layers_option(convert)
     _add_verify_options(convert, implied=True)
     convert.set_defaults(run=_convert)
 
@@ -322,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--generic", action="store_true", help="use the generic graph module even for a ResNet"
     )
     _add_input_shape_option(verify)
+    _add_layers_option(verify)
     _add_verify_options(verify)
     verify.set_defaults(run=_verify)
 
@@ -334,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         [
             "caffe2torch inspect ResNet-50-deploy.prototxt",
             "caffe2torch inspect deploy.prototxt model.caffemodel --json",
+            "caffe2torch inspect deploy.prototxt --layers mylayers.py   # your own layer types",
         ],
     )
     inspect.add_argument("prototxt", help="the net definition (deploy.prototxt)")
@@ -342,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the layer table and totals as JSON"
     )
     _add_input_shape_option(inspect)
+    _add_layers_option(inspect)
     inspect.set_defaults(run=_inspect)
     return parser
 
@@ -368,6 +382,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.filterwarnings("always", module=r"converter(\.|$)")
         warnings.showwarning = show
         try:
+            if args.layers:
+                from converter.layer_files import load_layer_files
+
+                load_layer_files(args.layers)
             return args.run(args)
         except ConverterError as exc:
             print(f"caffe2torch: error: {_one_line(exc)}", file=sys.stderr)

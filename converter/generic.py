@@ -46,7 +46,7 @@ from converter.errors import ConverterError, counted, noun
 from converter.export import owned_tensors
 from converter.io.prototxt import parse_prototxt
 from converter.layers import LayerType, lookup, supported_layer_types
-from converter.layers.registry import unknown_layers_message
+from converter.layers.registry import describe_layer, unknown_layers_message
 from converter.net import Layer, Net, final_writes, net_definition, net_from_param, sharing_groups
 
 __all__ = ["CaffeGraph", "graph_arrays", "supported_layer_types"]
@@ -135,16 +135,32 @@ class CaffeGraph(nn.Module):
         return model
 
     @classmethod
-    def from_config(cls, config: Mapping) -> CaffeGraph:
-        """Rebuild the structure from ``caffe_config()``; weights come from ``load_state_dict``."""
+    def from_config(cls, config: Mapping, source: str = "<config>") -> CaffeGraph:
+        """Rebuild the structure from ``caffe_config()``; weights come from ``load_state_dict``.
+
+        ``source`` (the converted file) starts error messages. A layer type nobody has
+        registered in this process (a user's own, registered at conversion) is named, with
+        how to register it.
+        """
         if config.get("architecture") != "generic":
             raise ConverterError(
-                f"<config>: expected architecture 'generic', found {config.get('architecture')!r}"
+                f"{source}: expected architecture 'generic', found {config.get('architecture')!r}"
             )
         if not isinstance(config.get("prototxt"), str):
-            raise ConverterError("<config>: the 'prototxt' entry (the net definition) is missing")
-        net = net_from_param(parse_prototxt(config["prototxt"], "<config>"), "<config>")
-        return cls(net, config.get("input_shapes"))
+            raise ConverterError(f"{source}: the 'prototxt' entry (the net definition) is missing")
+        param = parse_prototxt(config["prototxt"], source)
+        missing = [layer for layer in param.layer if lookup(layer.type) is None]
+        if missing:
+            listed = ", ".join(describe_layer(layer) for layer in missing)
+            types = sorted({layer.type for layer in missing})
+            raise ConverterError(
+                f"{source}: holds a net with {noun(len(types), 'a layer type', 'layer types')} "
+                f"not registered in this process ({', '.join(types)}: {listed}); register "
+                f"{noun(len(types), 'it', 'them')} before loading, as at conversion: import "
+                "the code that calls converter.register_layer (on the command line: --layers "
+                "FILE.py)"
+            )
+        return cls(net_from_param(param, source), config.get("input_shapes"))
 
     def caffe_config(self) -> dict:
         """JSON-serialisable description from which ``from_config`` rebuilds this module."""

@@ -210,3 +210,96 @@ def test_exact_blobs_follow_the_last_writer_and_shared_memory():
         'layer { name: "t" type: "Threshold" bottom: "c" top: "c" }\n'
     )
     assert sorted(written) == ["c"] and written["c"].what == "0/1 values"
+
+
+def _readme_registration() -> str:
+    """The README's registration code, up to where it loads the user's own files."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Adding a layer type") :]
+    code = section[section.index("```python\n") + 10 : section.index("```\n", 10)]
+    return code[: code.index("model = converter.load(")]
+
+
+@pytest.fixture
+def forget_affine():
+    yield
+    if lookup("AffineChannel") is not None:
+        converter.unregister_layer("AffineChannel")
+
+
+def test_layers_option_loads_a_users_types_in_every_command(forget_affine, tmp_path, capsys):
+    """--layers FILE.py: the README's registration as a file, used by inspect, convert and
+    verify; a converted file loaded where nobody registered the type names it and says how."""
+    from converter.cli import main
+
+    plugin = tmp_path / "plugins" / "mylayers.py"
+    plugin.parent.mkdir()
+    plugin.write_text(_readme_registration())
+    prototxt = tmp_path / "affine.prototxt"
+    prototxt.write_text(PROTOTXT % "AffineChannel")
+    assert main(["inspect", str(prototxt)]) == 0  # nobody registered it yet
+    assert "Converts to: nothing yet" in capsys.readouterr().out
+
+    assert main(["inspect", str(prototxt), "--layers", str(plugin)]) == 0
+    assert "Converts to: the generic module" in capsys.readouterr().out
+    prototxt, caffemodel = write_pair(tmp_path, "AffineChannel")
+    out = tmp_path / "affine.safetensors"
+    layers = ["--layers", str(plugin), "--layers", str(plugin)]  # once is enough; twice, harmless
+    assert main(["convert", str(prototxt), str(caffemodel), "-o", str(out), *layers]) == 0
+    verify_argv = ["verify", str(prototxt), str(caffemodel), "--converted", str(out)]
+    assert main([*verify_argv, "--reference", "numpy", *layers]) == 0
+    assert "PASS" in capsys.readouterr().out
+
+    converter.unregister_layer("AffineChannel")  # a process that has not registered it
+    with pytest.raises(ConverterError) as error:
+        converter.load(out)
+    assert str(error.value) == (
+        f"{out}: holds a net with a layer type not registered in this process (AffineChannel: "
+        "'affine' (AffineChannel)); register it before loading, as at conversion: import the "
+        "code that calls converter.register_layer (on the command line: --layers FILE.py)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("def broken(:\n", "failed to import (SyntaxError: "),
+        ("import no_such_module_here\n", "failed to import (ModuleNotFoundError: "),
+        ("raise SystemExit(3)\n", "failed to import (SystemExit: 3)"),
+        (
+            _readme_registration().replace('"AffineChannel",', '"ReLU",', 1),
+            "failed to import (ConverterError: layer type 'ReLU' is already registered",
+        ),
+        (None, "no such file"),
+    ],
+)
+def test_a_layers_file_that_fails_ends_in_one_line(text, words, tmp_path, capsys):
+    from converter.cli import main
+
+    plugin = tmp_path / "mylayers.py"
+    if text is not None:
+        plugin.write_text(text)
+    prototxt = tmp_path / "affine.prototxt"
+    prototxt.write_text(PROTOTXT % "ReLU")
+    for command in ("inspect", "verify", "convert"):
+        argv = [command, str(prototxt)] + (["x.caffemodel"] if command != "inspect" else [])
+        assert main([*argv, "--layers", str(plugin)]) == 2
+        out, err = capsys.readouterr()
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"caffe2torch: error: {plugin}: "), err
+        assert words in lines[0] and "Traceback" not in err
+    assert lookup("ReLU").module is not None  # the built-in type is untouched
+
+
+def test_a_layers_file_that_registers_nothing_is_said_to(tmp_path, capsys):
+    from converter.cli import main
+
+    plugin = tmp_path / "empty.py"
+    plugin.write_text("import converter\n")
+    prototxt = tmp_path / "affine.prototxt"
+    prototxt.write_text(PROTOTXT % "ReLU")
+    assert main(["inspect", str(prototxt), "--layers", str(plugin)]) == 0
+    assert capsys.readouterr().err == (
+        f"caffe2torch: warning: {plugin}: registered no layer type (a --layers file calls "
+        "converter.register_layer when imported)\n"
+    )

@@ -321,7 +321,8 @@ def describe_layer(layer: Layer) -> str:
 
 REGISTER_HINT = (
     "converter.register_layer supplies a layer type's shape rule, PyTorch module and NumPy "
-    "forward (README: 'Adding a layer type')"
+    "forward (README: 'Adding a layer type'); the command line imports a file that calls it "
+    "with --layers FILE.py"
 )
 
 
