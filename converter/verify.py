@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import functools
 import math
 import os
 import tempfile
@@ -245,7 +246,9 @@ def verify(
     if saved is not None:
         label = references.reference_label("saved", reference)
     for kind in candidates:
-        runner = references.opencv_blobs if kind == "opencv" else references.caffe_blobs
+        runner = references.caffe_blobs
+        if kind == "opencv":  # in a child process: OpenCV can crash on a user's net
+            runner = functools.partial(references.opencv_blobs, isolated=True)
         try:
             with _as_caffe_reads(net, prototxt, caffemodel) as (their_prototxt, their_weights):
                 ref = runner(their_prototxt, their_weights, {input_name: x}, order)

@@ -514,3 +514,90 @@ def test_dump_script_named_input_noise_default_and_odd_blob_names(tmp_path, monk
         dump.dump_blobs("d.prototxt", "m.caffemodel", ["image=x.npy"])
     dump.save_npz({"file": np.ones(2), "res2a/branch1": np.zeros(1)}, str(tmp_path / "o.npz"))
     assert sorted(saved_blobs(tmp_path / "o.npz")) == ["file", "res2a/branch1"]
+
+
+# ----------------------------------------------------------------------------- OpenCV crashes
+
+# A small SSD head whose DetectionOutput has keep_top_k -1 (Caffe's "no limit"): OpenCV 4.14
+# writes past a buffer there (valgrind: invalid writes in cv2), and the process dies later.
+SSD_KEEP_ALL = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 8 dim: 6 dim: 7 } } }
+layer { name: "loc" type: "Convolution" bottom: "data" top: "loc" convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
+layer { name: "loc_perm" type: "Permute" bottom: "loc" top: "loc_perm" permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "loc_flat" type: "Flatten" bottom: "loc_perm" top: "loc_flat" }
+layer { name: "conf" type: "Convolution" bottom: "data" top: "conf" convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
+layer { name: "conf_perm" type: "Permute" bottom: "conf" top: "conf_perm" permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "conf_flat" type: "Flatten" bottom: "conf_perm" top: "conf_flat" }
+layer { name: "conf_reshape" type: "Reshape" bottom: "conf_flat" top: "conf_reshape" reshape_param { shape { dim: 0 dim: -1 dim: 4 } } }
+layer { name: "conf_softmax" type: "Softmax" bottom: "conf_reshape" top: "conf_softmax" softmax_param { axis: 2 } }
+layer { name: "conf_sflat" type: "Flatten" bottom: "conf_softmax" top: "conf_sflat" }
+layer { name: "prior" type: "PriorBox" bottom: "data" bottom: "data" top: "prior" prior_box_param { min_size: 3 max_size: 7 aspect_ratio: 2 flip: true variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 } }
+layer { name: "det" type: "DetectionOutput" bottom: "loc_flat" bottom: "conf_sflat" bottom: "prior" top: "det" detection_output_param { num_classes: 4 share_location: true background_label_id: 0 nms_param { nms_threshold: 0.45 top_k: 40 } code_type: CENTER_SIZE keep_top_k: -1 confidence_threshold: 0.01 } }
+"""  # noqa: E501
+
+
+@pytest.fixture
+def ssd_keep_all(tmp_path):
+    from conftest import write_net
+
+    return write_net(tmp_path, "ssd_keep_all", SSD_KEEP_ALL)
+
+
+def test_opencv_in_a_child_process_turns_a_crash_into_an_error(ssd_keep_all, monkeypatch):
+    """The table refuses every DetectionOutput; without it, OpenCV's crash on this net is
+    an error naming the signal, and this process goes on (where it ran in-process, the
+    crash took the test run down)."""
+    prototxt, caffemodel = ssd_keep_all
+    x = {"data": np.random.default_rng(0).normal(0, 3, (1, 8, 6, 7)).astype(np.float32)}
+    with pytest.raises(ConverterError, match="corrupts its memory with keep_top_k -1"):
+        opencv_blobs(prototxt, caffemodel, x, isolated=True)
+    monkeypatch.setattr(references, "OPENCV_DEVIATIONS", ())
+    with pytest.raises(ConverterError) as error:
+        opencv_blobs(prototxt, caffemodel, x, isolated=True)
+    assert str(error.value).startswith(f"{prototxt}: OpenCV crashed running this net (SIG"), (
+        error.value
+    )
+    assert "not of the conversion: use --reference numpy" in str(error.value)
+    # what runs fine comes back as in-process, and the child's refusals keep their words
+    assert (
+        opencv_blobs(prototxt, caffemodel, x, ["conf_sflat"], isolated=True)["conf_sflat"].tobytes()
+        == opencv_blobs(prototxt, caffemodel, x, ["conf_sflat"])["conf_sflat"].tobytes()
+    )
+    case = load_case("bn_variants")
+    with pytest.raises(ConverterError, match=r"does not support layer 'bias' \(Bias\)"):
+        opencv_blobs(case.prototxt, case.caffemodel, case_input(case), isolated=True)
+
+
+def test_verify_survives_an_opencv_crash(ssd_keep_all, tmp_path):
+    """verify runs OpenCV in a child process: with the table emptied (as for a crash it does
+    not know yet), --reference opencv ends in one line, auto falls back to numpy and says
+    why. Run in a fresh interpreter, so that code running OpenCV in-process fails here
+    (killed by the signal) instead of taking the test run with it."""
+    import subprocess
+
+    prototxt, caffemodel = ssd_keep_all
+    script = (
+        "import sys; from converter import references; references.OPENCV_DEVIATIONS = (); "
+        "from converter.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    report = tmp_path / "report.json"
+    runs = {}
+    for reference in ("opencv", "auto"):
+        argv = ["verify", str(prototxt), str(caffemodel), "--reference", reference]
+        argv += ["--json", str(report)] if reference == "auto" else []
+        runs[reference] = subprocess.run(
+            [sys.executable, "-c", script, *argv],
+            capture_output=True,
+            text=True,
+            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+            cwd=tmp_path,
+        )
+    opencv, auto = runs["opencv"], runs["auto"]
+    assert opencv.returncode == 2, opencv
+    lines = opencv.stderr.splitlines()
+    assert len(lines) == 1 and "OpenCV crashed running this net (SIG" in lines[0], lines
+    assert auto.returncode == 0, auto
+    import json
+
+    choice = json.loads(report.read_text())["reference_choice"]
+    assert "opencv skipped: OpenCV crashed running this net (SIG" in choice, choice
