@@ -38,9 +38,6 @@ from converter.layers.conv import conv_channels, conv_geometry
 from converter.layers.pool import pool_geometry
 from converter.net import Layer, Net, in_place_tops, read_net, sharing_groups
 
-REFERENCE_KINDS = ("auto", "caffe", "opencv", "numpy")
-
-
 # ----------------------------------------------------------------------------- availability
 
 
@@ -78,31 +75,6 @@ def _import_cv2() -> ModuleType:
             f"OpenCV {version} has no dnn.readNetFromCaffe; install opencv-python-headless<5"
         )
     return cv2
-
-
-def available_reference(kind: str = "auto") -> str:
-    """Resolve a reference kind: "auto" picks caffe, then opencv, then numpy.
-
-    An explicit "caffe" or "opencv" that cannot be imported raises ConverterError saying why.
-    """
-    if kind not in REFERENCE_KINDS:
-        raise ConverterError(
-            f"unknown reference '{kind}': expected one of {', '.join(REFERENCE_KINDS)} "
-            "or a blobs .npz file"
-        )
-    if kind == "caffe":
-        _import_caffe()
-    elif kind == "opencv":
-        _import_cv2()
-    if kind != "auto":
-        return kind
-    for candidate, probe in (("caffe", _import_caffe), ("opencv", _import_cv2)):
-        try:
-            probe()
-        except ConverterError:
-            continue
-        return candidate
-    return "numpy"
 
 
 def reference_label(kind: str, path: str | os.PathLike | None = None) -> str:
@@ -193,7 +165,7 @@ def _round_mode_written(layer, bottoms, written) -> bool:
 
 def _max_pool_empty_window(layer, bottoms, written) -> bool:
     """MAX pooling whose last window starts at or past the input's end: with pad 0 and
-    ceil rounding Caffe keeps that window (net.pool_geometry) and writes -FLT_MAX there."""
+    ceil rounding Caffe keeps that window (``pool_geometry``) and writes -FLT_MAX there."""
     pp = layer.param.pooling_param
     if pp.pool != pp.MAX or not bottoms or len(bottoms[0]) != 4:
         return False

@@ -26,7 +26,6 @@ from converter.errors import ConverterError
 from converter.io.prototxt import read_prototxt
 from converter.net import read_net, write_caffemodel
 from converter.references import (
-    available_reference,
     caffe_blobs,
     opencv_blobs,
     saved_blobs,
@@ -396,21 +395,16 @@ def test_caffe_missing_is_a_clear_error(monkeypatch):
         caffe_blobs("n.prototxt", "n.caffemodel", {"data": np.ones(1)})
 
 
-def test_available_reference_order(monkeypatch):
-    monkeypatch.setitem(sys.modules, "caffe", fake_caffe_module())
-    assert available_reference() == "caffe"
-    assert available_reference("opencv") == "opencv"
-    assert available_reference("numpy") == "numpy"
-    monkeypatch.setitem(sys.modules, "caffe", None)
-    assert available_reference("auto") == "opencv"
-    with pytest.raises(ConverterError, match="pycaffe is not available"):
-        available_reference("caffe")
-    monkeypatch.setattr(cv2, "__version__", "5.1.0")  # OpenCV 5 does not count
-    assert available_reference() == "numpy"
+def test_opencv_that_cannot_serve_is_refused_in_one_line(monkeypatch):
+    """OpenCV 5 (another importer) and no OpenCV at all: ConverterError saying what to
+    install, before any net is read (verify --reference auto then skips it, saying why)."""
+    case = load_case("pool_ceil")
+    monkeypatch.setattr(cv2, "__version__", "5.1.0")
+    with pytest.raises(ConverterError, match=r"OpenCV 5\.1\.0 is installed; .* needs OpenCV 4"):
+        opencv_blobs(case.prototxt, case.caffemodel, case_input(case))
     monkeypatch.setitem(sys.modules, "cv2", None)
-    assert available_reference() == "numpy"
-    with pytest.raises(ConverterError, match="unknown reference 'tensorflow'"):
-        available_reference("tensorflow")
+    with pytest.raises(ConverterError, match=r"OpenCV is not available .*caffe2torch\[opencv\]"):
+        opencv_blobs(case.prototxt, case.caffemodel, case_input(case), isolated=True)
 
 
 # ----------------------------------------------------------------------------- saved blobs
