@@ -1025,3 +1025,26 @@ def test_counts_in_messages_are_english():
     ]:
         with pytest.raises(converter.ConverterError, match=f"^w: {words}$"):
             need_bottoms(bottoms, count, "w")
+
+
+@pytest.mark.parametrize(
+    ("shape", "param", "words"),
+    [
+        ("dim: 1 dim: 3 dim: 5 dim: 5", "local_size: 4", "LRN local_size must be odd, found 4"),
+        ("dim: 1 dim: 3", "local_size: 3", "LRN needs a 4-D input, found (1, 3)"),
+    ],
+)
+def test_lrn_setup_checks_are_its_shape_rule(capsys, tmp_path, shape, param, words):
+    """LRNLayer's own refusals are in its shape rule, so every command (inspect too) meets
+    them, not only the module and the executor."""
+    bad = tmp_path / "lrn.prototxt"
+    bad.write_text(
+        'layer { name: "data" type: "Input" top: "data" '
+        f"input_param {{ shape {{ {shape} }} }} }}\n"
+        f'layer {{ name: "norm" type: "LRN" bottom: "data" top: "norm" lrn_param {{ {param} }} }}\n'
+    )
+    with pytest.raises(converter.ConverterError) as error:
+        converter.read_net(bad).shapes()
+    assert str(error.value) == f"{bad}: layer 'norm' (LRN): {words}"
+    code, out, _ = run_cli(capsys, "inspect", bad)
+    assert code == 0 and out.splitlines()[-1].endswith(f"(LRN): {words})"), out

@@ -65,11 +65,7 @@ def _bias(layer, bottoms, params, where):
 def _lrn(layer, bottoms, params, where):
     lp = layer.param.lrn_param
     x = bottoms[0]
-    size = lp.local_size
-    if size % 2 == 0:
-        raise ConverterError(f"{where}: local_size must be odd, found {size}")
-    if x.ndim != 4:
-        raise ConverterError(f"{where}: LRN needs a 4-D input, found {x.shape}")
+    size = lp.local_size  # odd, on a 4-D input: the shape rule checked
     half = (size - 1) // 2
     square = np.square(x)
     if lp.norm_region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:

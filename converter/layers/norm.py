@@ -22,7 +22,6 @@ from converter.layers.registry import (
     canonical_axis,
     need_bottoms,
     register_layer,
-    same_shape,
 )
 
 # ----------------------------------------------------------------------------- BatchNorm
@@ -223,12 +222,22 @@ register_layer("Bias", shape=_scale_shapes, module=_scale_module, in_place=True,
 # ----------------------------------------------------------------------------- LRN
 
 
+def _lrn_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
+    """What ``LRNLayer::LayerSetUp``/``Reshape`` refuse: an even ``local_size``, an input
+    that is not 4-D (``lrn_layer.cpp``)."""
+    need_bottoms(bottoms, 1, where)
+    size = layer.param.lrn_param.local_size
+    if size % 2 == 0:
+        raise ConverterError(f"{where}: LRN local_size must be odd, found {size}")
+    if len(bottoms[0]) != 4:
+        raise ConverterError(f"{where}: LRN needs a 4-D input, found {bottoms[0]}")
+    return LayerShapes([bottoms[0]], [])
+
+
 def _lrn_module(layer, bottoms: list[Shape], where: str):
     from converter.modules.norm import LRN
 
-    if len(bottoms[0]) != 4:
-        raise ConverterError(f"{where}: LRN needs a 4-D input, found {bottoms[0]}")
-    return LRN(layer.param.lrn_param, where)
+    return LRN(layer.param.lrn_param)
 
 
 _LRN = '''
@@ -262,14 +271,12 @@ class CaffeLRN(nn.Module):
 
 def _lrn_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
     lp = layer.param.lrn_param
-    if len(bottoms[0]) != 4 or lp.local_size % 2 == 0:  # what LRN's module refuses
-        _lrn_module(layer, bottoms, where)
     across = lp.norm_region == lp.ACROSS_CHANNELS
     args = [str(lp.local_size), number(lp.alpha), number(lp.beta), number(lp.k), str(across)]
     return LayerCode("{m}({0})", f"CaffeLRN({', '.join(args)})", (_LRN,))
 
 
-register_layer("LRN", shape=same_shape, module=_lrn_module, code=_lrn_code)
+register_layer("LRN", shape=_lrn_shapes, module=_lrn_module, code=_lrn_code)
 
 # ----------------------------------------------------------------------------- Normalize
 

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from converter import caffe_pb2
-from converter.errors import ConverterError
 
 
 class BatchNorm(nn.Module):
@@ -79,10 +78,8 @@ class Bias(nn.Module):
 class LRN(nn.Module):
     """Caffe's local response normalisation, across channels or within a channel."""
 
-    def __init__(self, param: caffe_pb2.LRNParameter, where: str):
+    def __init__(self, param: caffe_pb2.LRNParameter):
         super().__init__()
-        if param.local_size % 2 == 0:
-            raise ConverterError(f"{where}: LRN local_size must be odd, found {param.local_size}")
         self.size = param.local_size
         self.alpha, self.beta, self.k = param.alpha, param.beta, param.k
         self.across = param.norm_region == param.ACROSS_CHANNELS
