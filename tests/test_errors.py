@@ -1027,24 +1027,32 @@ def test_counts_in_messages_are_english():
             need_bottoms(bottoms, count, "w")
 
 
-@pytest.mark.parametrize(
-    ("shape", "param", "words"),
-    [
-        ("dim: 1 dim: 3 dim: 5 dim: 5", "local_size: 4", "LRN local_size must be odd, found 4"),
-        ("dim: 1 dim: 3", "local_size: 3", "LRN needs a 4-D input, found (1, 3)"),
-    ],
-)
-def test_lrn_setup_checks_are_its_shape_rule(capsys, tmp_path, shape, param, words):
-    """LRNLayer's own refusals are in its shape rule, so every command (inspect too) meets
-    them, not only the module and the executor."""
-    bad = tmp_path / "lrn.prototxt"
+SETUP_CHECKS = [
+    # (input dims, the layer, its message): each layer's own LayerSetUp/Reshape refusal
+    ("dim: 1 dim: 3 dim: 5 dim: 5", 'type: "LRN" lrn_param { local_size: 4 }',
+     "(LRN): LRN local_size must be odd, found 4"),
+    ("dim: 1 dim: 3", 'type: "LRN"', "(LRN): LRN needs a 4-D input, found (1, 3)"),
+    ("dim: 1 dim: 3 dim: 5 dim: 5",
+     'type: "Pooling" pooling_param { pool: STOCHASTIC kernel_size: 2 }',
+     "(Pooling): pooling method STOCHASTIC is not supported (MAX, AVE)"),
+    ("dim: 1 dim: 3 dim: 5 dim: 5", 'type: "SPP" spp_param { pool: STOCHASTIC pyramid_height: 2 }',
+     "(SPP): pooling method STOCHASTIC is not supported (MAX, AVE)"),
+    ("dim: 6", 'type: "PReLU"', "(PReLU): PReLU needs at least 2 axes, found (6,)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("shape", "layer", "words"), SETUP_CHECKS)
+def test_setup_checks_are_the_shape_rule(capsys, tmp_path, shape, layer, words):
+    """A layer's own refusals are in its shape rule, so every command (inspect too) meets
+    them, not only the module and the executor (which held copies of them)."""
+    bad = tmp_path / "net.prototxt"
     bad.write_text(
         'layer { name: "data" type: "Input" top: "data" '
         f"input_param {{ shape {{ {shape} }} }} }}\n"
-        f'layer {{ name: "norm" type: "LRN" bottom: "data" top: "norm" lrn_param {{ {param} }} }}\n'
+        f'layer {{ name: "it" {layer} bottom: "data" top: "it" }}\n'
     )
     with pytest.raises(converter.ConverterError) as error:
         converter.read_net(bad).shapes()
-    assert str(error.value) == f"{bad}: layer 'norm' (LRN): {words}"
+    assert str(error.value) == f"{bad}: layer 'it' {words}"
     code, out, _ = run_cli(capsys, "inspect", bad)
-    assert code == 0 and out.splitlines()[-1].endswith(f"(LRN): {words})"), out
+    assert code == 0 and out.splitlines()[-1].endswith(f"layer 'it' {words})"), out

@@ -18,9 +18,7 @@ def _relu(layer, bottoms, params, where):
 
 @executes("PReLU")
 def _prelu(layer, bottoms, params, where):
-    x = bottoms[0]
-    if x.ndim < 2:
-        raise ConverterError(f"{where}: PReLU needs at least 2 axes, found {x.shape}")
+    x = bottoms[0]  # at least 2 axes: the shape rule checked
     slope = params[0]
     slope = slope.reshape(()) if slope.ndim == 0 else broadcast(slope, x.ndim, 1)
     return [np.maximum(x, 0) + slope * np.minimum(x, 0)]

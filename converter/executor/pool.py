@@ -59,10 +59,7 @@ def pool(x: np.ndarray, pp, where: str) -> np.ndarray:
         geometry.pad,
         geometry.output,
     )
-    is_max = pp.pool == caffe_pb2.PoolingParameter.MAX
-    if not is_max and pp.pool != caffe_pb2.PoolingParameter.AVE:
-        method = caffe_pb2.PoolingParameter.PoolMethod.Name(pp.pool)
-        raise ConverterError(f"{where}: pooling method {method} is not supported (MAX, AVE)")
+    is_max = pp.pool == caffe_pb2.PoolingParameter.MAX  # else AVE: the shape rule checked
     # Canvas: the image at offset (ph, pw); every window of every output fits inside it.
     # Cells outside the image never win a MAX and add nothing to an AVE sum.
     canvas_h = max((oh - 1) * sh + kh, ph + height)
@@ -85,8 +82,6 @@ def pool(x: np.ndarray, pp, where: str) -> np.ndarray:
 @executes("SPP")
 def _spp(layer, bottoms, params, where):
     x = bottoms[0]
-    if layer.param.spp_param.pool not in (caffe_pb2.SPPParameter.MAX, caffe_pb2.SPPParameter.AVE):
-        raise ConverterError(f"{where}: SPP method STOCHASTIC is not supported (MAX, AVE)")
     levels = [pool(x, p, where) for p in spp_levels(layer.param.spp_param, *x.shape[2:])]
     if len(levels) == 1:
         return levels

@@ -46,13 +46,15 @@ def _relu_module(layer, bottoms: list[Shape], where: str):
 
 def _prelu_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
     need_bottoms(bottoms, 1, where)
-    channels = bottoms[0][1] if len(bottoms[0]) > 1 else 1
+    if len(bottoms[0]) < 2:  # prelu_layer.cpp: CHECK_GE(num_axes, 2)
+        raise ConverterError(f"{where}: PReLU needs at least 2 axes, found {bottoms[0]}")
+    channels = bottoms[0][1]
     shared = layer.param.prelu_param.channel_shared
     return LayerShapes([bottoms[0]], [() if shared else (channels,)])
 
 
 def _prelu_module(layer, bottoms: list[Shape], where: str):
-    channels = bottoms[0][1] if len(bottoms[0]) > 1 else 1
+    channels = bottoms[0][1]
     return _modules().PReLU(() if layer.param.prelu_param.channel_shared else (channels,))
 
 
@@ -137,7 +139,7 @@ class SharedPReLU(nn.Module):
 def _prelu_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
     if layer.param.prelu_param.channel_shared:
         return LayerCode("{m}({0})", "SharedPReLU()", (_SHARED_PRELU,))
-    channels = bottoms[0][1] if len(bottoms[0]) > 1 else 1
+    channels = bottoms[0][1]
     return LayerCode("{m}({0})", f"nn.PReLU({channels})")  # max(0, x) + a_c * min(0, x)
 
 

@@ -138,10 +138,19 @@ def pooling_mask(layer, where: str) -> bool:
     return True
 
 
+def check_pool_method(param, where: str) -> None:
+    """MAX or AVE, of a PoolingParameter or SPPParameter: STOCHASTIC is refused (Caffe's
+    CPU forward is NOT_IMPLEMENTED for it, ``pooling_layer.cpp``; only its GPU one runs)."""
+    if param.pool not in (param.MAX, param.AVE):
+        name = type(param).PoolMethod.Name(param.pool)
+        raise ConverterError(f"{where}: pooling method {name} is not supported (MAX, AVE)")
+
+
 def _pooling_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
     need_bottoms(bottoms, 1, where)
     if len(bottoms[0]) != 4:
         raise ConverterError(f"{where}: pooling needs a 4-D input, found {bottoms[0]}")
+    check_pool_method(layer.param.pooling_param, where)
     n, c, h, w = bottoms[0]
     geometry = pool_geometry(layer.param.pooling_param, h, w, where)
     top = (n, c) + geometry.output
@@ -264,6 +273,7 @@ def _spp_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
     if len(bottoms[0]) != 4:
         raise ConverterError(f"{where}: SPP needs a 4-D input, found {bottoms[0]}")
     sp = layer.param.spp_param
+    check_pool_method(sp, where)
     if sp.pyramid_height < 1:
         raise ConverterError(f"{where}: pyramid_height must be at least 1")
     n, c, h, w = bottoms[0]

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from google.protobuf import text_format
 from torch import nn
 
-from converter.errors import ConverterError
 from converter.layers.pool import PoolGeometry, pool_geometry, spp_levels
 
 _FLT_MAX = float(np.finfo(np.float32).max)
@@ -16,13 +15,10 @@ _FLT_MAX = float(np.finfo(np.float32).max)
 
 class _PoolModule(nn.Module):
     """A module holding a PoolingParameter or SPPParameter (serialized: protobuf messages do
-    not pickle) whose method is MAX or AVE."""
+    not pickle) whose method is MAX or AVE (the shape rule refused any other)."""
 
     def __init__(self, param, where: str, mask: bool = False):
         super().__init__()
-        if param.pool not in (param.MAX, param.AVE):
-            name = type(param).PoolMethod.Name(param.pool)
-            raise ConverterError(f"{where}: pooling method {name} is not supported (MAX, AVE)")
         self.param_type = type(param)
         self.param_bytes = param.SerializeToString()
         self.is_max = param.pool == param.MAX
