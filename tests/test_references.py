@@ -514,6 +514,8 @@ def test_dump_script_named_input_noise_default_and_odd_blob_names(tmp_path, monk
 
 # A small SSD head whose DetectionOutput has keep_top_k -1 (Caffe's "no limit"): OpenCV 4.14
 # writes past a buffer there (valgrind: invalid writes in cv2), and the process dies later.
+# The two tests below crash child processes on purpose, so each run of them leaves kernel
+# log lines (dmesg: a segfault in cv2, libpython or protobuf's _message): not a flake.
 SSD_KEEP_ALL = """
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 8 dim: 6 dim: 7 } } }
 layer { name: "loc" type: "Convolution" bottom: "data" top: "loc" convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
