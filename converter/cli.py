@@ -172,7 +172,8 @@ def input_shapes(values: Sequence[str] | None) -> dict[str, tuple[int, ...]] | t
     return bare[0] if bare else named
 
 
-def _add_input_shape_option(parser: argparse.ArgumentParser) -> None:
+def _add_net_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command takes: how to read the net."""
     parser.add_argument(
         "--input-shape",
         action="append",
@@ -180,6 +181,13 @@ def _add_input_shape_option(parser: argparse.ArgumentParser) -> None:
         help="the shape of an input, where the prototxt does not say it (a training net's "
         "Data layer) or to replace it; NAME: for nets with several inputs (repeat it, or "
         "join shapes with commas)",
+    )
+    parser.add_argument(
+        "--layers",
+        action="append",
+        metavar="FILE.py",
+        help="import this Python file first: it registers your own layer types by calling "
+        "converter.register_layer (README: 'Adding a layer type'); repeatable",
     )
 
 
@@ -215,16 +223,6 @@ def _add_verify_options(parser: argparse.ArgumentParser, implied: bool = False) 
     )
     group.add_argument(
         "--plot", metavar="FILE", help="draw relative error per blob (.png, .svg, .pdf)"
-    )
-
-
-def _add_layers_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--layers",
-        action="append",
-        metavar="FILE.py",
-        help="import this Python file first: it registers your own layer types by calling "
-        "converter.register_layer (README: 'Adding a layer type'); repeatable",
     )
 
 
@@ -300,8 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--verify", action="store_true", help="verify the written file (see verify --help)"
     )
-    _add_input_shape_option(convert)
-    _add_layers_option(convert)
+    _add_net_options(convert)
     _add_verify_options(convert, implied=True)
     convert.set_defaults(run=_convert)
 
@@ -332,8 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--generic", action="store_true", help="use the generic graph module even for a ResNet"
     )
-    _add_input_shape_option(verify)
-    _add_layers_option(verify)
+    _add_net_options(verify)
     _add_verify_options(verify)
     verify.set_defaults(run=_verify)
 
@@ -354,8 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--json", action="store_true", help="print the layer table and totals as JSON"
     )
-    _add_input_shape_option(inspect)
-    _add_layers_option(inspect)
+    _add_net_options(inspect)
     inspect.set_defaults(run=_inspect)
     return parser
 
