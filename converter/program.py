@@ -102,12 +102,14 @@ def write_pt2(
 def write_onnx(
     program: torch.export.ExportedProgram,
     input_names: Sequence[str],
-    output_name: str,
+    output_name: str | Sequence[str],
     metadata: dict[str, str],
     path: str | os.PathLike,
 ) -> Path:
     """Translate ``program`` to ONNX (opset ``ONNX_OPSET``, weights inside the file, the
-    net's blob names on inputs and output, ``metadata`` as model properties), atomically."""
+    net's blob names on inputs and output, ``metadata`` as model properties), atomically.
+    ``output_name`` names the program's output, or each of its outputs (a sequence)."""
+    output_names = [output_name] if isinstance(output_name, str) else list(output_name)
     try:
         import onnx  # noqa: F401  (the exporter needs it and onnxscript)
         import onnxscript  # noqa: F401
@@ -119,8 +121,9 @@ def write_onnx(
             onnx_program = torch.onnx.export(
                 program,
                 input_names=list(input_names),
-                output_names=[output_name],
+                output_names=output_names,
                 opset_version=ONNX_OPSET,
+                custom_translation_table=_onnx_translations(),
                 dynamo=True,
                 verbose=False,
             )
@@ -134,6 +137,19 @@ def write_onnx(
     with atomic_write(path) as handle:
         handle.write(proto.SerializeToString())
     return Path(path)
+
+
+def _onnx_translations() -> dict:
+    """ONNX for the aten operations torch's exporter has none for. A stable sort is ONNX's
+    TopK over the whole axis: TopK's specification gives equal values in the order of
+    their indices, which is what "stable" means (DetectionOutput ranks its priors so)."""
+    from onnxscript import opset18 as op
+
+    def sort_stable(self, stable=None, dim: int = -1, descending: bool = False):
+        size = op.Gather(op.Shape(self), op.Constant(value_ints=[dim]), axis=0)
+        return op.TopK(self, size, axis=dim, largest=descending, sorted=True)
+
+    return {torch.ops.aten.sort.stable: sort_stable}
 
 
 @contextlib.contextmanager

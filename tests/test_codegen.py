@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from google.protobuf import text_format
 
 import converter
 from conftest import FIXTURES, KAIMING, load_case, rel_error
@@ -22,8 +21,7 @@ from converter.cli import main
 from converter.codegen.folder import CODE_FILES
 from converter.codegen.resnet import resnet_source
 from converter.errors import ConverterError
-from converter.io.prototxt import parse_prototxt
-from converter.layers import LayerCode, lookup, same_shape
+from converter.layers import LayerCode, same_shape
 from converter.resnet import kaiming_config, recognize
 
 R50 = load_case("resnet50_w8_calibrated")
@@ -321,44 +319,14 @@ def test_generic_code_of_a_resnet_matches_caffe(tmp_path):
     assert rel_error(out.numpy(), R18.blobs["prob"]) <= R18.tolerance
 
 
-def _reduced_to_emitters(case, tmp_path: Path) -> tuple[Path, Path]:
-    """The case's net without the layers --format code cannot write yet (and what reads
-    them), with its weights: so every emitter is checked, even in nets it cannot finish."""
-    source = parse_prototxt(case.prototxt.read_text(), str(case.prototxt))
-    produced: set[str] = set()
-    keep = []
-    for layer in source.layer:
-        record = lookup(layer.type)
-        writable = layer.type == "Input" or (record is not None and record.code is not None)
-        mask = layer.type == "Pooling" and len(layer.top) > 1
-        if writable and not mask and all(b in produced for b in layer.bottom):
-            keep.append(layer)
-            produced.update(layer.top)
-    del source.layer[:]
-    source.layer.extend(keep)
-    prototxt = tmp_path / "reduced.prototxt"
-    prototxt.write_text(text_format.MessageToString(source))
-    full = {
-        layer.name: layer.blobs
-        for layer in converter.read_net(case.prototxt, case.caffemodel).layers
-    }
-    small = converter.read_net(prototxt)
-    for layer in small.layers:
-        layer.blobs = full[layer.name]
-    caffemodel = tmp_path / "reduced.caffemodel"
-    converter.write_caffemodel(small, caffemodel)
-    return prototxt, caffemodel
-
-
 @pytest.mark.parametrize("name", ["bvlc_layers", "fork_layers", "conv_variants", "bn_variants"])
 def test_every_emitter_computes_what_its_module_does(name, tmp_path):
     """Each output of the generated code equals the converter's module's (which the other
-    tests hold to Caffe's blobs), on every layer type that has an emitter."""
+    tests hold to Caffe's blobs), on the fixtures' nets: every layer type they hold."""
     case = load_case(name)
-    prototxt, caffemodel = _reduced_to_emitters(case, tmp_path)
-    folder = converter.convert(prototxt, caffemodel, tmp_path / "out", format="code")
-    generated = import_model(folder, f"gen_reduced_{name}").load()
-    reference = converter.load(prototxt, caffemodel)
+    folder = converter.convert(case.prototxt, case.caffemodel, tmp_path / "out", format="code")
+    generated = import_model(folder, f"gen_fixture_{name}").load()
+    reference = converter.load(case.prototxt, case.caffemodel)
     x = torch.from_numpy(case.input)
     with torch.no_grad():
         outputs = (
@@ -370,3 +338,209 @@ def test_every_emitter_computes_what_its_module_does(name, tmp_path):
     assert len(outputs) >= 5
     for blob, value in outputs.items():
         assert rel_error(value.numpy(), blobs[blob].numpy()) <= 1e-6, blob
+
+
+# ----------------------------------------------------------------------------- every emitter
+# Nets exercising each layer type's forms, fork types without a real-Caffe fixture included
+# (their modules are held to the forks' rules in test_fork_layers.py and
+# test_fork_source_layers.py): the generated code must compute exactly what the module does.
+
+
+def _dims(*shape: int) -> str:
+    return " ".join(f"dim: {d}" for d in shape)
+
+
+def _inputs(**shapes: tuple[int, ...]) -> str:
+    """One Input layer with a top of each shape."""
+    names = " ".join(f'top: "{name}"' for name in shapes)
+    dims = " ".join(f"shape {{ {_dims(*shape)} }}" for shape in shapes.values())
+    return f'layer {{ name: "inputs" type: "Input" {names} input_param {{ {dims} }} }}\n'
+
+
+def _layer(name: str, type_: str, bottoms: str, param: str = "") -> str:
+    """A layer whose top is its name; ``bottoms`` separated by spaces."""
+    bottoms = " ".join(f'bottom: "{b}"' for b in bottoms.split())
+    return f'layer {{ name: "{name}" type: "{type_}" {bottoms} top: "{name}" {param} }}\n'
+
+
+def _layers(prefix: str, type_: str, bottoms: str, field: str, params: list[str]) -> str:
+    """One layer ``<prefix><k>`` per entry of ``params`` (the body of its ``field``)."""
+    return "".join(
+        _layer(f"{prefix}{k}", type_, bottoms, f"{field} {{ {param} }}")
+        for k, param in enumerate(params)
+    )
+
+
+INTERP_FORMS = [
+    "zoom_factor: 3", "zoom_factor: 1", "height: 61 width: 97", "height: 1 width: 4",
+    "height: 7 width: 9", "height: 3 width: 2", "shrink_factor: 2",
+    "shrink_factor: 3 zoom_factor: 2", "zoom_factor: 2 pad_beg: -1 pad_end: -2",
+    "height: 5 width: 5 pad_beg: -2", 'zoom_factor: 2 interp_type: "nearest_neighbor"',
+    "shrink_factor: 2 zoom_factor: 3 height: 4 width: 6",  # height and width win
+]  # fmt: skip
+MASK_POOLS = {  # torch's own windows, explicit ones, partial last windows, global
+    "p_torch": "kernel_size: 3 stride: 2 pad: 1",
+    "p_explicit": "kernel_size: 3 stride: 2 pad: 2 round_mode: FLOOR",
+    "p_partial": "kernel_size: 2 stride: 2",
+    "p_global": "global_pooling: true",
+}
+ARGMAX_FORMS = [
+    "axis: 1 top_k: 3", "axis: 1 out_max_val: true top_k: 2", "top_k: 5",
+    "top_k: 4 out_max_val: true", "axis: -1", "axis: 0 top_k: 2",
+]  # fmt: skip
+PAD_FORMS = [
+    "pad_u: -1 pad_d: -1 pad_l: -2 pad_r: -1", "pad_type: REFLECT pad_u: 3 pad_l: 4",
+    "pad_type: REPLICATE pad_d: 6 pad_r: 1", "pad_u: 1 pad_value: -2.5",
+]  # fmt: skip
+BILINEAR_FORMS = [
+    "dst_h: 9",
+    "scale_factor: 1.5 align_corners: false",
+    "dst_h: 3 dst_w: 4 align_corners: false",
+]
+RESIZE_FORMS = [
+    "height: 11 width: 4",
+    "is_pyramid_test: true out_height_scale: 2.5 out_width_scale: 0.5",
+]
+PRIOR_FORMS = [
+    "min_size: 8 max_size: 20 aspect_ratio: 2 aspect_ratio: 3",
+    "min_size: 8.9 min_size: 15 max_size: 16 max_size: 30 aspect_ratio: 2 flip: false",
+    "min_size: 5 img_size: 50 step: 9 offset: 0.25 variance: 0.2",
+    "min_size: 5 img_h: 50 img_w: 60 step_h: 9 step_w: 7 aspect_ratio: 0.5 clip: true "
+    "variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2",
+]
+DETECTION_FORMS = [
+    "nms_param { nms_threshold: 0.3 top_k: 20 } keep_top_k: 12 confidence_threshold: 0.05 "
+    "code_type: CENTER_SIZE",
+    "nms_param { nms_threshold: 0.6 eta: 0.8 } confidence_threshold: 0.2 code_type: CORNER",
+    "share_location: false nms_param { nms_threshold: 0.45 } background_label_id: -1 "
+    "code_type: CORNER_SIZE",
+    "share_location: false nms_param { nms_threshold: 0.4 top_k: 5 } keep_top_k: 9",
+    "keep_top_k: 7 code_type: CENTER_SIZE variance_encoded_in_target: true",  # no NMS
+    "nms_param { nms_threshold: 0.5 } confidence_threshold: 0.999",  # nothing found
+]
+
+
+def _emitter_nets():
+    """name -> (prototxt text, {input: array}, {layer: blobs})."""
+    from test_fork_layers import DETECTION, detection_inputs
+    from test_fork_source_layers import BN_FORMS, SEGMENTATION_HEAD, bn_blobs
+
+    rng = np.random.default_rng(21)
+    nets = {}
+    nets["segmentation_head"] = (
+        SEGMENTATION_HEAD,
+        {"data": rng.normal(0, 50, (1, 3, 9, 9))},
+        {"conv/bn": bn_blobs(4, channels=8), "dw/bn": bn_blobs(2, channels=8)},
+    )
+    nets["interp"] = (
+        _inputs(data=(2, 3, 7, 9), like=(1, 4, 8, 3))
+        + _layers("i", "Interp", "data", "interp_param", INTERP_FORMS)
+        + _layer("by_like", "Interp", "data like"),
+        {"data": rng.normal(0, 3, (2, 3, 7, 9)), "like": rng.normal(0, 1, (1, 4, 8, 3))},
+        {},
+    )
+    bn_forms = [(param, count, 1) for param, count, _, _ in BN_FORMS]
+    bn_forms.append(("moving_average: true axis: 2", 4, 2))
+    nets["bn_forms"] = (
+        _inputs(data=(2, 4, 5, 6))
+        + _layers("bn", "BN", "data", "bn_param", [param for param, _, _ in bn_forms]),
+        {"data": rng.normal(1, 2, (2, 4, 5, 6))},
+        {f"bn{k}": bn_blobs(n, (4, 5)[a - 1], a) for k, (_, n, a) in enumerate(bn_forms)},
+    )
+    text = _inputs(data=(2, 3, 7, 9))
+    for name, param in MASK_POOLS.items():
+        text += (
+            f'layer {{ name: "{name}" type: "Pooling" bottom: "data" top: "{name}" '
+            f'top: "{name}_mask" pooling_param {{ pool: MAX {param} }} }}\n'
+        )
+    unpool = "max_unpool_param { dst_h: 7 dst_w: 9 }"
+    text += _layer("unpool", "MaxUnPool", "p_torch p_torch_mask", unpool)
+    segnet = "upsample_param { scale: 2 pad_out_h: true pad_out_w: true }"
+    text += _layer("segnet", "Upsample", "p_partial p_partial_mask", segnet)
+    segnet = "upsample_param { upsample_h: 7 upsample_w: 9 }"
+    text += _layer("segnet_hw", "Upsample", "p_explicit p_explicit_mask", segnet)
+    data = rng.normal(0, 1, (2, 3, 7, 9)).round(1)  # ties: the first maximum of a window
+    nets["masks_and_unpooling"] = (text, {"data": data}, {})
+    text = _inputs(data=(2, 5, 6, 7), ids=(2, 3), seq=(2, 3, 5), ties=(2, 5, 6, 7))
+    text += _layers("argmax", "ArgMax", "ties", "argmax_param", ARGMAX_FORMS)
+    text += _layer("spp3", "SPP", "data", "spp_param { pyramid_height: 3 }")
+    text += _layer("spp1", "SPP", "data", "spp_param { pyramid_height: 1 pool: AVE }")
+    embed = "embed_param { input_dim: 4 num_output: 3 bias_term: false }"
+    text += _layer("embed", "Embed", "ids", embed)
+    text += _layer("red0", "Reduction", "data", "reduction_param { axis: 0 operation: SUMSQ }")
+    text += _layer("red3", "Reduction", "data", "reduction_param { axis: -1 coeff: 0.5 }")
+    text += _layer("red2", "Reduction", "data", "reduction_param { axis: 2 operation: MEAN }")
+    text += _layer("mvn", "MVN", "seq", "mvn_param { across_channels: true }")
+    text += _layer("up1d", "Upsample", "seq", "upsample_param { scale: 3 dims_num: 3 }")
+    text += _layer("up2d", "Upsample", "data", "upsample_param { scale: 2 }")
+    text += _layers("pad", "Pad", "data", "pad_param", PAD_FORMS)
+    text += _layers(
+        "bilinear", "BilinearInterpolate", "data", "bilinear_interpolate_param", BILINEAR_FORMS
+    )  # noqa: E501
+    text += _layers("resize", "Resize", "data", "resize_param", RESIZE_FORMS)
+    text += _layer("axpy", "Axpy", "red2 data data")
+    text += _layer("shuffle", "ShuffleChannel", "data", "shuffle_channel_param { group: 5 }")
+    ties = rng.integers(-2, 3, (2, 5, 6, 7)).astype(float)
+    ties[rng.random(ties.shape) < 0.05] = -np.inf  # ArgMax's rule: ties, -inf among them
+    inputs = {
+        "data": rng.integers(-2, 3, (2, 5, 6, 7)),  # ties: the first maximum of a window
+        "ids": rng.integers(0, 4, (2, 3)),
+        "seq": rng.normal(0, 1, (2, 3, 5)),
+        "ties": ties,
+    }
+    nets["misc"] = (text, inputs, {})
+    nets["pixel_shuffle"] = (
+        _inputs(data=(2, 18, 2, 3))
+        + _layer("ps", "PixelShuffle", "data", "pixelshuffle_param { upscale_factor: 3 }"),
+        {"data": rng.normal(0, 1, (2, 18, 2, 3))},
+        {},
+    )
+    nets["priors"] = (
+        _inputs(data=(1, 4, 3, 5), image=(1, 3, 30, 40))
+        + _layers("prior", "PriorBox", "data image", "prior_box_param", PRIOR_FORMS),
+        {"data": np.zeros((1, 4, 3, 5)), "image": np.zeros((1, 3, 30, 40))},
+        {},
+    )
+    for k, param in enumerate(DETECTION_FORMS):
+        loc_classes = 4 if "share_location: false" in param else 1
+        text = DETECTION % {"P": 30, "C": 4, "P4": 120, "param": param}
+        nets[f"detection{k}"] = (
+            _inputs(data=(2, 30 * loc_classes * 4)) + text,
+            detection_inputs(30, 4, loc_classes, seed=len(param)),
+            {},
+        )
+    return nets
+
+
+EMITTER_NETS = _emitter_nets()
+
+
+@pytest.mark.parametrize("name", EMITTER_NETS)
+def test_emitters_compute_exactly_what_the_modules_do(name, tmp_path):
+    """Every output of the generated model.py equals the converter module's, bit for bit,
+    on layer forms the fixtures do not reach; the file passes ruff too."""
+    from test_fork_source_layers import net_with_blobs
+
+    text, inputs, blobs = EMITTER_NETS[name]
+    net = net_with_blobs(tmp_path, text, blobs)
+    folder = converter.convert(net.source, net.weights_source, tmp_path / "out", format="code")
+    generated = import_model(folder, f"gen_{name}").load()
+    reference = converter.load(net.source, net.weights_source)
+    xs = [torch.from_numpy(np.asarray(inputs[n], np.float32)) for n in reference.input_names]
+    with torch.no_grad():
+        outputs = (
+            generated.forward_outputs(*xs)
+            if hasattr(generated, "forward_outputs")
+            else {reference.output_name: generated(*xs)}
+        )
+        blobs = reference.forward_blobs(*xs)
+    assert set(outputs) == set(net.outputs()) - set(reference.input_names)
+    for blob, value in outputs.items():
+        assert value.shape == blobs[blob].shape, blob
+        assert torch.equal(value, blobs[blob]) or torch.allclose(
+            value, blobs[blob], rtol=0, atol=0, equal_nan=True
+        ), (blob, rel_error(value.numpy(), blobs[blob].numpy()))
+    check = ruff("check", *RUFF_RULES, "--extend-ignore", "E501", str(folder / "model.py"))
+    assert check.returncode == 0, check.stdout
+    formatted = ruff("format", "--isolated", "--check", str(folder / "model.py"))
+    assert formatted.returncode == 0, formatted.stdout

@@ -55,6 +55,11 @@ def literal(value: int | float | bool | Sequence[int]) -> str:
     return f"({', '.join(map(str, items))})"
 
 
+# A constant some helpers share (each helper text is written once into a file; constants
+# first, right after the imports).
+FLT_MAX_HELPER = "FLT_MAX = 3.4028234663852886e38  # C's FLT_MAX, Caffe's sentinel\n"
+
+
 # The file format is small enough to read without the safetensors package: an 8-byte
 # little-endian header size, a JSON header (name -> dtype, shape, byte range), the bytes.
 LOADER = '''

@@ -22,7 +22,7 @@ from converter.layers import LayerCode, lookup
 from converter.net import Net
 
 # Names the generated forward uses itself: no blob variable may take them.
-_RESERVED = {"self", "torch", "nn", "F", "json", "Path", "along"}
+_RESERVED = {"self", "torch", "nn", "F", "json", "math", "Path", "along", "FLT_MAX"}
 
 
 def _missing_emitters(net: Net) -> list[str]:
@@ -60,6 +60,18 @@ def _statement(indent: str, statement: str, comment: str = "") -> list[str]:
     return lines + [line if len(line) <= WIDTH else f"{line}  # fmt: skip"]
 
 
+def _method(name: str, inputs: Sequence[str], returns: str) -> list[str]:
+    """A method's ``def`` line(s) taking the input tensors, wrapped as ruff format wraps."""
+    params = ["self", *(f"{blob}: torch.Tensor" for blob in inputs)]
+    line = f"    def {name}({', '.join(params)}) -> {returns}:"
+    if len(line) <= WIDTH:
+        return [line]
+    inner = f"        {', '.join(params)}"
+    if len(inner) <= WIDTH:
+        return [f"    def {name}(", inner, f"    ) -> {returns}:"]
+    return [f"    def {name}(", *(f"        {p}," for p in params), f"    ) -> {returns}:"]
+
+
 class _Names:
     """Blob name -> a Python identifier, unique in the forward."""
 
@@ -88,28 +100,42 @@ def _quote(name: str) -> str:
     return json.dumps(name)
 
 
+# The names a helper defines at the top level of model.py (no blob variable may take them).
+_DEFINED = re.compile(r"^(?:class |def )?([A-Za-z_][A-Za-z0-9_]*)\b(?=[ (:=])", re.MULTILINE)
+
+
+def _layer_codes(net: Net) -> list[LayerCode | None]:
+    """Each layer's code, from its type's ``code`` hook (None for an Input layer)."""
+    blob_shapes: dict[str, tuple[int, ...]] = {}
+    codes: list[LayerCode | None] = []
+    for layer, layer_shapes in zip(net.layers, net.shapes()):
+        code = None
+        if layer.type != "Input":
+            where = f"{net.source}: layer '{layer.name}' ({layer.type})"
+            bottoms = [blob_shapes[b] for b in layer.bottoms]
+            code = lookup(layer.type).code(layer, bottoms, where)
+        codes.append(code)
+        blob_shapes.update(zip(layer.tops, layer_shapes.top_shapes))
+    return codes
+
+
 def graph_source(net: Net, model, prototxt: str, caffemodel: str, version: str) -> str:
     """The text of model.py for ``net``, whose ``CaffeGraph`` is ``model`` (module names,
     steps, output). Raises ConverterError when a layer type has no code emitter."""
     check_codegen(net)
-    shapes = net.shapes()
-    blob_shapes: dict[str, tuple[int, ...]] = {}
+    codes = _layer_codes(net)
     helpers: list[str] = []
+    for code in filter(None, codes):
+        helpers += [helper for helper in code.helpers if helper not in helpers]
+    helpers.sort(key=lambda text: text.lstrip().startswith(("def ", "class ")))  # constants first
     init: list[str] = []
     body: list[str] = []
-    names = _Names([])
+    names = _Names([name for helper in helpers for name in _DEFINED.findall(helper)])
     inputs = [names(blob) for blob in model.input_names]
     produced: set[str] = set(model.input_names)
-    for layer, step, layer_shapes in zip(net.layers, model.steps, shapes):
-        if layer.type == "Input":
-            blob_shapes.update(zip(layer.tops, layer_shapes.top_shapes))
+    for layer, step, code in zip(net.layers, model.steps, codes):
+        if code is None:  # Input
             continue
-        where = f"{net.source}: layer '{layer.name}' ({layer.type})"
-        bottoms = [blob_shapes[b] for b in layer.bottoms]
-        code: LayerCode = lookup(layer.type).code(layer, bottoms, where)
-        for helper in code.helpers:
-            if helper not in helpers:
-                helpers.append(helper)
         attribute = f"self.{step.module}"
         if code.module is not None:
             named = "" if step.module == layer.name else f"# {_quote(layer.name)}"
@@ -136,7 +162,6 @@ def graph_source(net: Net, model, prototxt: str, caffemodel: str, version: str) 
                     alias = f"{names(other)} = {names(top)}.reshape({names(other)}.shape)"
                     body += _statement("        ", alias)
         produced.update(layer.tops)
-        blob_shapes.update(zip(layer.tops, layer_shapes.top_shapes))
     output = names(model.output_name)
     shapes_text = ", ".join(
         f"{name} ({', '.join(['N', *map(str, shape[1:])])})"
@@ -151,7 +176,6 @@ def graph_source(net: Net, model, prototxt: str, caffemodel: str, version: str) 
         f"Input: float32 {shapes_text}, in the net's training convention (see config.json). "
         f"Output: blob {model.output_name!r}."
     )
-    signature = ", ".join(f"{name}: torch.Tensor" for name in inputs)
     net_class = [
         "class Net(nn.Module):",
         '    """The converted net; ``Net()`` builds it with uninitialised weights."""',
@@ -163,7 +187,7 @@ def graph_source(net: Net, model, prototxt: str, caffemodel: str, version: str) 
     ]
     outputs = [blob for blob in net.outputs() if blob not in model.input_names]
     if len(outputs) <= 1:
-        net_class += [f"    def forward(self, {signature}) -> torch.Tensor:", *body]
+        net_class += [*_method("forward", inputs, "torch.Tensor"), *body]
         net_class.append(f"        return {output}")
     else:  # every output blob is computed, as in Caffe: forward returns the last one
         method = next(
@@ -172,11 +196,14 @@ def graph_source(net: Net, model, prototxt: str, caffemodel: str, version: str) 
             if name not in model.module_names.values()
         )
         net_class += [
-            f"    def forward(self, {signature}) -> torch.Tensor:",
+            *_method("forward", inputs, "torch.Tensor"),
             f'        """Blob {_quote(model.output_name)}; {method}() gives every output."""',
-            f"        return self.{method}({', '.join(inputs)})[{_quote(model.output_name)}]",
+            *_statement(
+                "        ",
+                f"return self.{method}({', '.join(inputs)})[{_quote(model.output_name)}]",
+            ),
             "",
-            f"    def {method}(self, {signature}) -> dict[str, torch.Tensor]:",
+            *_method(method, inputs, "dict[str, torch.Tensor]"),
             '        """Every blob the net outputs (no layer reads it), by Caffe name."""',
             *body,
             "        return {",
@@ -185,6 +212,8 @@ def graph_source(net: Net, model, prototxt: str, caffemodel: str, version: str) 
         ]
     text_after_header = "\n".join(["\n".join(net_class)] + helpers)
     imports = ["import json", "from pathlib import Path", "", "import torch"]
+    if "math." in text_after_header:
+        imports.insert(1, "import math")
     if "F." in text_after_header:
         imports.append("import torch.nn.functional as F")
     imports.append("from torch import nn")

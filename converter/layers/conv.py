@@ -265,4 +265,26 @@ def _embed_module(layer, bottoms: list[Shape], where: str):
     return Embed(ep.input_dim, ep.num_output, ep.bias_term)
 
 
-register_layer("Embed", shape=_embed_shapes, module=_embed_module)
+_EMBED = '''
+class CaffeEmbed(nn.Module):
+    """Caffe's Embed: row ``int(x)`` of ``weight`` (input_dim, num_output), plus
+    ``bias``; the input holds indices as numbers (truncated, as C++'s int cast)."""
+
+    def __init__(self, input_dim: int, num_output: int, bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(input_dim, num_output))
+        self.bias = nn.Parameter(torch.zeros(num_output)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.embedding(x.long(), self.weight)
+        return y if self.bias is None else y + self.bias
+'''
+
+
+def _embed_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    ep = layer.param.embed_param
+    bias = "" if ep.bias_term else ", bias=False"
+    return LayerCode("{m}({0})", f"CaffeEmbed({ep.input_dim}, {ep.num_output}{bias})", (_EMBED,))
+
+
+register_layer("Embed", shape=_embed_shapes, module=_embed_module, code=_embed_code)

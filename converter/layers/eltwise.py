@@ -82,4 +82,10 @@ def _axpy_module(layer, bottoms: list[Shape], where: str):
     return Axpy()
 
 
-register_layer("Axpy", shape=_axpy_shapes, module=_axpy_module)
+def _axpy_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    """a viewed as (N, C, 1, ...) against X, times X, plus Y."""
+    ones = ", 1" * (len(bottoms[1]) - 2)
+    return LayerCode(f"{{0}}.reshape({{1}}.shape[0], {{1}}.shape[1]{ones}) * {{1}} + {{2}}")
+
+
+register_layer("Axpy", shape=_axpy_shapes, module=_axpy_module, code=_axpy_code)

@@ -298,10 +298,33 @@ def _normalize_module(layer, bottoms: list[Shape], where: str):
     return Normalize(shape, np_.across_spatial, np_.eps)
 
 
-register_layer("Normalize", shape=_normalize_shapes, module=_normalize_module)
+_NORMALIZE = '''
+class CaffeNormalize(nn.Module):
+    """SSD's Normalize: ``x / sqrt(sum of x^2 + eps) * weight``, the sum over every axis
+    but the batch (``across_spatial``) or over the channels at each position; one
+    weight per channel, or one for all (a 0-d weight)."""
 
-# ----------------------------------------------------------------------------- shape only
+    def __init__(self, shape: tuple[int, ...], across_spatial: bool, eps: float):
+        super().__init__()
+        self.across_spatial, self.eps = across_spatial, eps
+        self.weight = nn.Parameter(torch.ones(shape))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(1, x.dim())) if self.across_spatial else (1,)
+        norm = torch.sqrt(x.square().sum(dim=dims, keepdim=True) + self.eps)
+        scale = self.weight.reshape(self.weight.shape + (1,) * (x.dim() - 2))
+        return x / norm * scale
+'''
+
+
+def _normalize_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    np_ = layer.param.norm_param
+    shape = "()" if np_.channel_shared else f"({bottoms[0][1]},)"
+    module = f"CaffeNormalize({shape}, {np_.across_spatial}, {number(np_.eps)})"
+    return LayerCode("{m}({0})", module, (_NORMALIZE,))
+
+
+register_layer("Normalize", shape=_normalize_shapes, module=_normalize_module, code=_normalize_code)
 
 # ----------------------------------------------------------------------------- MVN
 
@@ -320,8 +343,29 @@ def _mvn_module(layer, bottoms: list[Shape], where: str):
     return MVN(mp.normalize_variance, mp.across_channels, mp.eps)
 
 
+_MVN = '''
+def caffe_mvn(x: torch.Tensor, variance: bool, across_channels: bool, eps: float):
+    """Caffe's MVN: per sample and channel (per sample ``across_channels``) subtract
+    the mean and, with ``variance``, divide by ``sqrt(biased variance) + eps``: Caffe
+    adds eps to the standard deviation."""
+    groups = x.shape[0] if across_channels else x.shape[0] * x.shape[1]
+    flat = x.reshape(groups, -1)
+    centred = flat - flat.mean(dim=1, keepdim=True)
+    if variance:
+        std = centred.square().mean(dim=1, keepdim=True).sqrt()
+        centred = centred / (std + eps)
+    return centred.reshape(x.shape)
+'''
+
+
+def _mvn_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    mp = layer.param.mvn_param
+    args = f"{mp.normalize_variance}, {mp.across_channels}, {number(mp.eps)}"
+    return LayerCode(f"caffe_mvn({{0}}, {args})", helpers=(_MVN,))
+
+
 # Forward_cpu reads only top_data once it has written x - mean there: in place is safe.
-register_layer("MVN", shape=_mvn_shapes, module=_mvn_module, in_place=True)
+register_layer("MVN", shape=_mvn_shapes, module=_mvn_module, in_place=True, code=_mvn_code)
 
 
 # ----------------------------------------------------------------------------- BN (forks)
@@ -438,13 +482,18 @@ def _bn_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
     return LayerShapes([bottoms[0]], [_bn_blob_shape(channels, axis)] * variant.blobs)
 
 
+def _bn_built(layer, bottoms: list[Shape], where: str) -> tuple[BNVariant, int]:
+    """(variant, channels) a BN layer's module computes with. Without a caffemodel a BN
+    layer whose prototxt does not name its fork becomes the batch-statistics form both
+    candidates compute; its eps comes with the weights."""
+    variant = bn_variant(layer, where) or BNVariant("SegNet / ENet", "batch", _SEGNET_EPS, 2)
+    return variant, _bn_channels(layer, bottoms[0], variant.axis, where)
+
+
 def _bn_module(layer, bottoms: list[Shape], where: str):
-    """Without a caffemodel a BN layer whose prototxt does not name its fork becomes the
-    batch-statistics form both candidates compute; its eps comes with the weights."""
     from converter.modules.norm import BN
 
-    variant = bn_variant(layer, where) or BNVariant("SegNet / ENet", "batch", _SEGNET_EPS, 2)
-    channels = _bn_channels(layer, bottoms[0], variant.axis, where)
+    variant, channels = _bn_built(layer, bottoms, where)
     return BN(channels, variant.axis, variant.statistics, variant.eps)
 
 
@@ -465,4 +514,51 @@ def _bn_weights(layer, blobs, module, where: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-register_layer("BN", shape=_bn_shapes, module=_bn_module, weights=_bn_weights, in_place=True)
+_BN = '''
+class ForkBN(nn.Module):
+    """The Caffe forks' BN: ``x * weight + bias`` (``statistics`` "none"), or first
+    ``(x - mean) / sqrt(var + eps)`` with the batch's mean and biased variance over
+    every axis but ``axis`` ("batch") or the stored ones ("stored"); one weight, bias,
+    mean and variance per channel at ``axis``. eps is a buffer: the weights decide it."""
+
+    def __init__(self, channels: int, axis: int, statistics: str) -> None:
+        super().__init__()
+        self.axis, self.statistics = axis, statistics
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        if statistics == "stored":
+            self.register_buffer("running_mean", torch.zeros(channels))
+            self.register_buffer("running_var", torch.ones(channels))
+        if statistics != "none":
+            self.register_buffer("eps", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        view = [1] * x.dim()
+        view[self.axis] = -1
+        weight, bias = self.weight.reshape(view), self.bias.reshape(view)
+        if self.statistics == "none":
+            return x * weight + bias
+        if self.statistics == "stored":
+            mean, var = self.running_mean.reshape(view), self.running_var.reshape(view)
+        else:
+            dims = [d for d in range(x.dim()) if d != self.axis]
+            mean = x.mean(dim=dims, keepdim=True)
+            var = (x - mean).square().mean(dim=dims, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.eps.to(x.dtype)) * weight + bias
+'''
+
+
+def _bn_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    variant, channels = _bn_built(layer, bottoms, where)
+    args = f'{channels}, {variant.axis}, "{variant.statistics}"'
+    return LayerCode("{m}({0})", f"ForkBN({args})", (_BN,))
+
+
+register_layer(
+    "BN",
+    shape=_bn_shapes,
+    module=_bn_module,
+    weights=_bn_weights,
+    in_place=True,
+    code=_bn_code,
+)

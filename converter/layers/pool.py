@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from converter import caffe_pb2
-from converter.codegen.common import literal
+from converter.codegen.common import FLT_MAX_HELPER, literal
 from converter.errors import ConverterError
 from converter.layers.registry import (
     ExactPart,
@@ -180,7 +180,9 @@ class CaffePool2d(nn.Module):
         span = size + 2 * p - k
         return (-(-span // s) if self.ceil else span // s) + 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def windows(self, x: torch.Tensor, value: float) -> tuple[torch.Tensor, list[int]]:
+        """``x`` padded with ``value`` (or cropped) to span Caffe's windows exactly, and
+        the output size."""
         sizes = (x.shape[-2], x.shape[-1])
         geometry = list(zip(sizes, self.kernel, self.stride, self.pad))
         out = [self.output_size(*g) for g in geometry]
@@ -192,33 +194,54 @@ class CaffePool2d(nn.Module):
         right = [(o - 1) * s + k - p - n for o, (n, k, s, p) in zip(out, geometry)]
         x = x[..., : sizes[0] + min(right[0], 0), : sizes[1] + min(right[1], 0)]
         padding = (self.pad[1], max(right[1], 0), self.pad[0], max(right[0], 0))
+        return F.pad(x, padding, value=value), out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "MAX":  # a window of padding alone gives -FLT_MAX, as in Caffe
-            padded = F.pad(x, padding, value=-3.4028234663852886e38)
+            padded, _ = self.windows(x, -FLT_MAX)
             return F.max_pool2d(padded, self.kernel, self.stride)
-        total = F.avg_pool2d(
-            F.pad(x, padding), self.kernel, self.stride, divisor_override=1
-        )
+        padded, out = self.windows(x, 0.0)
+        total = F.avg_pool2d(padded, self.kernel, self.stride, divisor_override=1)
         divisors = []
-        for o, (n, k, s, p) in zip(out, geometry):
+        for o, n, k, s, p in zip(out, x.shape[-2:], self.kernel, self.stride, self.pad):
             starts = torch.arange(o, device=x.device) * s - p
             divisors.append(torch.clamp(starts + k, max=n + p) - starts)
         return total / (divisors[0][:, None] * divisors[1][None, :]).to(x.dtype)
 '''
 
+_MASK_POOL = '''
+class CaffeMaxPool2dMask(CaffePool2d):
+    """Caffe's MAX pooling with its second top, the mask: per output, the flat index
+    ``h * W + w`` in the input plane of the window's first maximum, -1 where no value
+    exceeded -FLT_MAX; a float blob, as in Caffe."""
+
+    def __init__(self, kernel, stride, pad, ceil: bool = True) -> None:
+        super().__init__(kernel, stride, pad, "MAX", ceil)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        padded, _ = self.windows(x, -FLT_MAX)
+        pooled, index = F.max_pool2d_with_indices(padded, self.kernel, self.stride)
+        rows = index // padded.shape[-1] - self.pad[0]
+        cols = index % padded.shape[-1] - self.pad[1]
+        mask = torch.where(pooled > -FLT_MAX, rows * x.shape[-1] + cols, -1)
+        return pooled, mask.to(x.dtype)
+'''
+
 
 def _pooling_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
     """torch's pooling where it computes Caffe's windows at every input size (stride at
-    most the kernel, pad at most half of it), else ``CaffePool2d``."""
+    most the kernel, pad at most half of it), else ``CaffePool2d``; with a mask top,
+    ``CaffeMaxPool2dMask``."""
     pp = layer.param.pooling_param
-    if pooling_mask(layer, where):
-        raise ConverterError(f"{where}: --format code does not write pooling masks yet")
+    mask = pooling_mask(layer, where)
     geo = pool_geometry(pp, bottoms[0][2], bottoms[0][3], where)
     mode = "MAX" if pp.pool == pp.MAX else "AVE"
     kind = "Max" if mode == "MAX" else "Avg"
-    if pp.global_pooling:
-        return LayerCode(f"F.adaptive_{kind.lower()}_pool2d({{0}}, 1)")
     ceil = pp.round_mode != caffe_pb2.PoolingParameter.FLOOR
-    if all(s <= k and 2 * p <= k for k, s, p in zip(geo.kernel, geo.stride, geo.pad)):
+    if pp.global_pooling and not mask:
+        return LayerCode(f"F.adaptive_{kind.lower()}_pool2d({{0}}, 1)")
+    fits = all(s <= k and 2 * p <= k for k, s, p in zip(geo.kernel, geo.stride, geo.pad))
+    if fits and not mask:
         args = [literal(geo.kernel), literal(geo.stride)]
         if any(geo.pad):
             args.append(literal(geo.pad))
@@ -227,8 +250,16 @@ def _pooling_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
         # AVE: count_include_pad (torch's default) divides by the window clipped to in + pad
         return LayerCode(f"F.{kind.lower()}_pool2d({{0}}, {', '.join(args)})")
     shape = ", ".join(f"({a}, {b})" for a, b in (geo.kernel, geo.stride, geo.pad))
-    module = f'CaffePool2d({shape}, "{mode}"{"" if ceil else ", ceil=False"})'
-    return LayerCode("{m}({0})", module, (_CAFFE_POOL,))
+    floor = "" if ceil else ", ceil=False"
+    if mask:
+        return LayerCode(
+            "{m}({0})",
+            f"CaffeMaxPool2dMask({shape}{floor})",
+            (FLT_MAX_HELPER, _CAFFE_POOL, _MASK_POOL),
+        )
+    return LayerCode(
+        "{m}({0})", f'CaffePool2d({shape}, "{mode}"{floor})', (FLT_MAX_HELPER, _CAFFE_POOL)
+    )
 
 
 register_layer(
@@ -289,4 +320,36 @@ def _spp_module(layer, bottoms: list[Shape], where: str):
     return SPP(layer.param.spp_param, where)
 
 
-register_layer("SPP", shape=_spp_shapes, module=_spp_module)
+_SPP = '''
+class CaffeSPP(nn.Module):
+    """Caffe's spatial pyramid pooling: level ``l`` pools into ``2^l x 2^l`` bins with
+    Caffe's pooling (kernel ``ceil(size / bins)``, stride = kernel, pad ``(kernel * bins
+    - size + 1) // 2``); each level flattened and the levels concatenated, one level
+    giving the pooled blob itself."""
+
+    def __init__(self, levels: int, mode: str) -> None:
+        super().__init__()
+        self.levels, self.mode = levels, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = []
+        for level in range(self.levels):
+            bins = 2**level
+            kernel = [-(-size // bins) for size in x.shape[-2:]]
+            pad = [(k * bins - size + 1) // 2 for k, size in zip(kernel, x.shape[-2:])]
+            pooled.append(CaffePool2d(kernel, kernel, pad, self.mode)(x))
+        if len(pooled) == 1:
+            return pooled[0]
+        return torch.cat([level.flatten(1) for level in pooled], dim=1)
+'''
+
+
+def _spp_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    sp = layer.param.spp_param
+    mode = "AVE" if sp.pool == sp.AVE else "MAX"  # the module refuses STOCHASTIC
+    return LayerCode(
+        "{m}({0})", f'CaffeSPP({sp.pyramid_height}, "{mode}")', (FLT_MAX_HELPER, _CAFFE_POOL, _SPP)
+    )
+
+
+register_layer("SPP", shape=_spp_shapes, module=_spp_module, code=_spp_code)

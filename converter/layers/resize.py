@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from converter import caffe_pb2
+from converter.codegen.common import number
 from converter.errors import ConverterError
-from converter.layers.registry import LayerShapes, Shape, need_bottoms, register_layer
+from converter.layers.registry import LayerCode, LayerShapes, Shape, need_bottoms, register_layer
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,81 @@ def _interp_module(layer, bottoms: list[Shape], where: str):
     return Interp(interp_spec(layer, where), where)
 
 
-register_layer("Interp", shape=_interp_shapes, module=_interp_module)
+_INTERP = '''
+class CaffeInterp(nn.Module):
+    """The forks' Interp (DeepLab, PSPNet): crop by ``pad_beg``/``pad_end`` (0 or less),
+    then resample with aligned corners, bilinear or nearest (half up), from source
+    positions computed in float32 as the forks do. Output size: ``size``; or the cropped
+    input shrunk (``(n - 1) // shrink + 1``), then zoomed (``(n - 1) * zoom + 1``); or,
+    given a second input, its height and width."""
+
+    def __init__(
+        self, size=None, shrink=1, zoom=1, pad_beg=0, pad_end=0, nearest=False
+    ) -> None:
+        super().__init__()
+        self.size, self.shrink, self.zoom = size, shrink, zoom
+        self.pad_beg, self.pad_end, self.nearest = pad_beg, pad_end, nearest
+
+    def forward(self, x: torch.Tensor, reference: torch.Tensor | None = None):
+        begin, extra = -self.pad_beg, self.pad_beg + self.pad_end
+        in_h, in_w = x.shape[2] + extra, x.shape[3] + extra
+        x = x[:, :, begin : begin + in_h, begin : begin + in_w]
+        if reference is not None:
+            out_h, out_w = (tuple(reference.shape) + (1, 1))[2:4]
+        elif self.size is not None:
+            out_h, out_w = self.size
+        else:
+            out_h = (in_h - 1) // self.shrink * self.zoom + 1
+            out_w = (in_w - 1) // self.shrink * self.zoom + 1
+        if (in_h, in_w) == (out_h, out_w):
+            return x.clone()
+        rows, row_weight = self.positions(in_h, out_h, x.device)
+        cols, col_weight = self.positions(in_w, out_w, x.device)
+        if self.nearest:
+            return x[:, :, rows[0]][:, :, :, cols[0]]
+        top, bottom = x[:, :, rows[0]], x[:, :, rows[1]]
+        lam_h, lam_w = row_weight.to(x.dtype)[:, None], col_weight.to(x.dtype)
+        # the forks' order: h0 * (w0 * p00 + w1 * p01) + h1 * (w0 * p10 + w1 * p11)
+        upper = (1 - lam_w) * top[..., cols[0]] + lam_w * top[..., cols[1]]
+        lower = (1 - lam_w) * bottom[..., cols[0]] + lam_w * bottom[..., cols[1]]
+        return (1 - lam_h) * upper + lam_h * lower
+
+    def positions(self, size: int, out: int, device):
+        """Per output position, the input positions before and after it (or the nearest
+        one) and the fraction between them, in float32 arithmetic."""
+        f32 = torch.float32
+        ratio = torch.tensor(size - 1 if out > 1 else 0, dtype=f32) / max(out - 1, 1)
+        position = ratio * torch.arange(out, dtype=f32)
+        if self.nearest:
+            return [torch.floor(position.double() + 0.5).long().to(device)], None
+        index = position.long()  # truncation, as C++'s int cast
+        fraction = position - index.to(f32)
+        following = torch.where(index < size - 1, index + 1, index)
+        return [index.to(device), following.to(device)], fraction.to(device)
+'''
+
+
+def _interp_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    """The size rule that applies (DeepLab's order), resolved now: the factors, or a
+    fixed size; with a second bottom, that blob's."""
+    spec = interp_spec(layer, where)
+    reference = bottoms[1] if len(bottoms) == 2 else None
+    spec.output_size(*bottoms[0][2:], reference, where)  # the same refusals
+    args = []
+    one_factor = (spec.zoom is None) != (spec.shrink is None)
+    if reference is None and (one_factor or spec.height is None or spec.width is None):
+        args += [f"shrink={spec.shrink}"] if spec.shrink not in (None, 1) else []
+        args += [f"zoom={spec.zoom}"] if spec.zoom not in (None, 1) else []
+    elif reference is None:
+        args.append(f"size=({spec.height}, {spec.width})")
+    args += [f"pad_beg={spec.pad_beg}"] if spec.pad_beg else []
+    args += [f"pad_end={spec.pad_end}"] if spec.pad_end else []
+    args += ["nearest=True"] if spec.nearest else []
+    call = "{m}({0}, {1})" if reference is not None else "{m}({0})"
+    return LayerCode(call, f"CaffeInterp({', '.join(args)})", (_INTERP,))
+
+
+register_layer("Interp", shape=_interp_shapes, module=_interp_module, code=_interp_code)
 
 # ----------------------------------------------------------------------------- Upsample
 
@@ -236,7 +311,41 @@ def _upsample_module(layer, bottoms: list[Shape], where: str):
     return NearestUpsample(up.scale, up.dims_num - 2)
 
 
-register_layer("Upsample", shape=_upsample_shapes, module=_upsample_module)
+_UNPOOL = '''
+class CaffeUnpool(nn.Module):
+    """Unpooling by a MAX pooling mask (MaxUnPool; SegNet's Upsample): a zero (N, C,
+    height, width) top where each x value lands at the flat position ``int(mask)`` of
+    its plane; of two values naming one position the later one stays, as in Caffe."""
+
+    def __init__(self, height: int, width: int) -> None:
+        super().__init__()
+        self.height, self.width = height, width
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        size = self.height * self.width
+        values = x.reshape(n, c, -1)
+        index = mask.reshape(n, c, -1).long()  # out of the plane: scatter refuses it
+        order = torch.arange(values.shape[-1], device=x.device).expand_as(index)
+        last = torch.full((n, c, size), -1, dtype=torch.long, device=x.device)
+        last = last.scatter_reduce(2, index, order, reduce="amax")
+        y = torch.where(last >= 0, values.gather(2, last.clamp(min=0)), 0.0)
+        return y.reshape(n, c, self.height, self.width)
+'''
+
+
+def _upsample_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    up = layer.param.upsample_param
+    if upsample_form(layer, where) == UNPOOL:
+        height, width = unpool_size(up, bottoms[0][2], bottoms[0][3], where)
+        return LayerCode("{m}({0}, {1})", f"CaffeUnpool({height}, {width})", (_UNPOOL,))
+    expr = "{0}"
+    for axis in range(-(up.dims_num - 2), 0):  # each value repeated along H and W
+        expr += f".repeat_interleave({up.scale}, dim={axis})"
+    return LayerCode(expr)
+
+
+register_layer("Upsample", shape=_upsample_shapes, module=_upsample_module, code=_upsample_code)
 
 # ----------------------------------------------------------------------------- MaxUnPool
 
@@ -271,7 +380,14 @@ def _max_unpool_module(layer, bottoms: list[Shape], where: str):
     return Unpool(*max_unpool_size(layer, where), where)
 
 
-register_layer("MaxUnPool", shape=_max_unpool_shapes, module=_max_unpool_module)
+def _max_unpool_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    height, width = max_unpool_size(layer, where)
+    return LayerCode("{m}({0}, {1})", f"CaffeUnpool({height}, {width})", (_UNPOOL,))
+
+
+register_layer(
+    "MaxUnPool", shape=_max_unpool_shapes, module=_max_unpool_module, code=_max_unpool_code
+)
 
 # ----------------------------------------------------------------------------- bilinear
 
@@ -334,7 +450,51 @@ def _bilinear_module(layer, bottoms: list[Shape], where: str):
     return Bilinear(size, layer.param.bilinear_interpolate_param.align_corners, where)
 
 
-register_layer("BilinearInterpolate", shape=_bilinear_shapes, module=_bilinear_module)
+_LERP = '''
+def lerp_along(x: torch.Tensor, dim: int, source: torch.Tensor, first: torch.Tensor):
+    """Along ``dim``: ``x[first] * (1 - frac) + x[first + 1] * frac``, ``frac`` being
+    ``source - first``; a neighbour past the end counts as zero."""
+    size = x.shape[dim]
+    view = [1] * x.dim()
+    view[dim] = -1
+    near = x.index_select(dim, first.to(x.device))
+    far = x.index_select(dim, (first + 1).clamp(max=size - 1).to(x.device))
+    frac = (source - first).to(x.device, x.dtype).reshape(view)
+    kept = (first + 1 < size).to(x.device).reshape(view)
+    return near * (1 - frac) + torch.where(kept, far * frac, 0.0)
+'''
+
+_BILINEAR = '''
+def caffe_bilinear(x: torch.Tensor, size: tuple[int, int], align_corners: bool):
+    """The BilinearInterpolate fork layer: source ``(in - 1) / (out - 1) * i`` with
+    aligned corners, else ``in / out * (i + 0.5) - 0.5``, in float32 as the fork
+    computes it, clamped to the input; neighbours ``clamp(floor(src), 0, in - 2)`` and
+    the next one."""
+    for dim, out in zip((2, 3), size):
+        n = x.shape[dim]
+        i = torch.arange(out, dtype=torch.float32)
+        if align_corners:
+            source = torch.tensor(n - 1, dtype=torch.float32) / (out - 1) * i
+        else:  # the float ratio times a double, rounded to float once
+            ratio = (torch.tensor(n, dtype=torch.float32) / out).double()
+            source = (ratio * (i.double() + 0.5) - 0.5).float()
+        source = source.clamp(0, n - 1)
+        x = lerp_along(x, dim, source, source.floor().long().clamp(0, n - 2))
+    return x
+'''
+
+
+def _bilinear_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    height, width = bilinear_size(layer, bottoms[0][2], bottoms[0][3], where)
+    align = layer.param.bilinear_interpolate_param.align_corners
+    return LayerCode(
+        f"caffe_bilinear({{0}}, ({height}, {width}), {align})", helpers=(_LERP, _BILINEAR)
+    )
+
+
+register_layer(
+    "BilinearInterpolate", shape=_bilinear_shapes, module=_bilinear_module, code=_bilinear_code
+)
 
 
 def resize_size(layer, height: int, width: int, where: str) -> tuple[int, int]:
@@ -376,7 +536,25 @@ def _resize_module(layer, bottoms: list[Shape], where: str):
     return AsymmetricBilinear(resize_size(layer, bottoms[0][2], bottoms[0][3], where))
 
 
-register_layer("Resize", shape=_resize_shapes, module=_resize_module)
+_RESIZE = '''
+def caffe_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The Resize fork layer's bilinear resize: source ``i * (in / out)`` in float32, no
+    half-pixel offset; a neighbour past the last row or column is dropped, not clamped,
+    so the last rows and columns of an upscale fade."""
+    for dim, out in zip((2, 3), size):
+        ratio = torch.tensor(x.shape[dim], dtype=torch.float32) / out
+        source = torch.arange(out, dtype=torch.float32) * ratio
+        x = lerp_along(x, dim, source, source.floor().long())
+    return x
+'''
+
+
+def _resize_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    height, width = resize_size(layer, bottoms[0][2], bottoms[0][3], where)
+    return LayerCode(f"caffe_resize({{0}}, ({height}, {width}))", helpers=(_LERP, _RESIZE))
+
+
+register_layer("Resize", shape=_resize_shapes, module=_resize_module, code=_resize_code)
 
 # ----------------------------------------------------------------------------- PixelShuffle
 
@@ -403,7 +581,16 @@ def _pixel_shuffle_module(layer, bottoms: list[Shape], where: str):
     return nn.PixelShuffle(pixel_shuffle_factor(layer, bottoms[0][1], where))
 
 
-register_layer("PixelShuffle", shape=_pixel_shuffle_shapes, module=_pixel_shuffle_module)
+def _pixel_shuffle_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    return LayerCode(f"F.pixel_shuffle({{0}}, {pixel_shuffle_factor(layer, bottoms[0][1], where)})")
+
+
+register_layer(
+    "PixelShuffle",
+    shape=_pixel_shuffle_shapes,
+    module=_pixel_shuffle_module,
+    code=_pixel_shuffle_code,
+)
 
 # ----------------------------------------------------------------------------- Pad
 
@@ -470,4 +657,15 @@ def _pad_module(layer, bottoms: list[Shape], where: str):
     return Pad(padding(layer, bottoms[0][2], bottoms[0][3], where))
 
 
-register_layer("Pad", shape=_pad_shapes, module=_pad_module)
+def _pad_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    """``F.pad`` in the layer's mode, or a crop when all four amounts are negative."""
+    pad = padding(layer, bottoms[0][2], bottoms[0][3], where)
+    if pad.crop:
+        return LayerCode(f"{{0}}[:, :, {-pad.up}:{pad.down}, {-pad.left}:{pad.right}]")
+    amounts = f"({pad.left}, {pad.right}, {pad.up}, {pad.down})"
+    if pad.mode == "constant":
+        return LayerCode(f"F.pad({{0}}, {amounts}, value={number(pad.value)})")
+    return LayerCode(f'F.pad({{0}}, {amounts}, mode="{pad.mode}")')
+
+
+register_layer("Pad", shape=_pad_shapes, module=_pad_module, code=_pad_code)

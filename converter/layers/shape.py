@@ -305,9 +305,21 @@ def _shuffle_channel_module(layer, bottoms: list[Shape], where: str):
     return ShuffleChannel(shuffle_groups(layer, bottoms[0], where))
 
 
+def _shuffle_channel_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
+    """The channels as a (group, C / group) grid, transposed."""
+    group = shuffle_groups(layer, bottoms[0], where)
+    grid = f"({group}, {bottoms[0][1] // group})"
+    return LayerCode(f"{{0}}.unflatten(1, {grid}).transpose(1, 2).flatten(1, 2)")
+
+
 # Not in place: the fork copies channel blocks from bottom to top, which overwrites
 # blocks it has yet to read when top == bottom.
-register_layer("ShuffleChannel", shape=_shuffle_channel_shapes, module=_shuffle_channel_module)
+register_layer(
+    "ShuffleChannel",
+    shape=_shuffle_channel_shapes,
+    module=_shuffle_channel_module,
+    code=_shuffle_channel_code,
+)
 
 
 # ----------------------------------------------------------------------------- Permute

@@ -14,6 +14,7 @@ from converter.layers.detection import (
     DetectionConfig,
     PriorBoxConfig,
 )
+from converter.modules import exporting
 
 
 class PriorBox(nn.Module):
@@ -91,6 +92,8 @@ class DetectionOutput(nn.Module):
         return repr(self.config)
 
     def forward(self, loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tensor):
+        if exporting():
+            return self._traced(loc, conf, priors)
         c = self.config
         images = loc.shape[0]
         count = priors.shape[-1] // 4
@@ -108,7 +111,7 @@ class DetectionOutput(nn.Module):
                 scores = conf[image, :, label]
                 label_boxes = boxes[:, 0 if c.share_location else label]
                 for prior in self._keep(label_boxes, scores):
-                    found.append((float(scores[prior]), label, prior))
+                    found.append((scores[prior].item(), label, prior))
             if c.keep_top_k > -1 and len(found) > c.keep_top_k:
                 ranked = sorted(found, key=lambda item: -item[0])  # stable: ties keep order
                 found = ranked[: c.keep_top_k]
@@ -132,7 +135,7 @@ class DetectionOutput(nn.Module):
         if c.code_type == CORNER:
             return priors + variances * loc
         size = priors[..., 2:] - priors[..., :2]  # prior width, height
-        if (size <= 0).any():
+        if not exporting() and (size <= 0).any():  # a check on values: eager only
             raise ConverterError(f"{self.where}: a prior has no width or height")
         if c.code_type == CENTER_SIZE:
             center = (
@@ -162,15 +165,100 @@ class DetectionOutput(nn.Module):
                     threshold *= c.eta
         return [int(candidates[i]) for i in kept]
 
+    def _traced(self, loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tensor):
+        """``forward``'s rows, computed with shapes ``torch.export`` can trace.
+
+        Every image and class at once: the priors ranked by a stable descending sort of
+        their scores (the eager path's candidate order, those above the threshold first),
+        the first ``top_k`` kept as candidates, greedy NMS unrolled over those positions,
+        ``keep_top_k`` by a second stable sort; the rows come out in (image, label,
+        candidate) order, which is the eager path's order. Only the final selection of
+        rows depends on the data. ``tests/test_standalone.py`` holds both paths equal.
+        """
+        c = self.config
+        images, count = loc.shape[0], priors.shape[-1] // 4
+        prior_boxes = priors[0, 0].reshape(count, 4)
+        variances = priors[0, 1].reshape(count, 4)
+        loc = loc.reshape(images, count, c.loc_classes, 4)
+        conf = conf.reshape(images, count, c.num_classes)
+        boxes = self._decode(loc, prior_boxes, variances)  # (N, P, loc_classes, 4)
+        labels = [label for label in range(c.num_classes) if label != c.background_label_id]
+        scores = conf[:, :, labels].transpose(1, 2)  # (N, labels, P)
+        if c.share_location:
+            label_boxes = boxes[:, None, :, 0].expand(-1, len(labels), -1, -1)
+        else:
+            label_boxes = boxes[:, :, labels].transpose(1, 2)  # (N, labels, P, 4)
+        order = torch.sort(scores, dim=2, descending=True, stable=True).indices
+        candidates = min(count, c.top_k) if c.nms and c.top_k > -1 else count
+        if c.nms and candidates > MAX_TRACED_CANDIDATES:
+            raise ConverterError(
+                f"{self.where}: DetectionOutput runs NMS over {candidates} priors per class; "
+                f"pt2 and ONNX trace at most {MAX_TRACED_CANDIDATES} (nms_param.top_k)"
+            )
+        order = order[:, :, :candidates]
+        scores = scores.gather(2, order)
+        label_boxes = label_boxes.gather(2, order[..., None].expand(-1, -1, -1, 4))
+        if c.nms:
+            kept = self._traced_nms(label_boxes, scores > c.confidence_threshold)
+        else:  # no nms_param: every prior of every class, no threshold
+            kept = torch.ones_like(scores, dtype=torch.bool)
+        scores, kept = scores.flatten(1), kept.flatten(1)  # (N, labels * candidates)
+        if c.keep_top_k > -1:  # the best kept, ties in (label, candidate) order
+            ranked = torch.sort(scores, dim=1, descending=True, stable=True).indices
+            in_rank_order = kept.gather(1, ranked)
+            best = in_rank_order & (in_rank_order.cumsum(1) <= c.keep_top_k)
+            kept = torch.zeros_like(kept).scatter(1, ranked, best)
+        image = torch.arange(images, device=loc.device, dtype=loc.dtype)
+        label = torch.tensor(labels, device=loc.device, dtype=loc.dtype)
+        table = torch.cat(
+            [
+                image[:, None, None].expand(-1, scores.shape[1], 1),
+                label.repeat_interleave(candidates)[None, :, None].expand(images, -1, 1),
+                scores[..., None],
+                label_boxes.reshape(images, -1, 4),
+            ],
+            dim=-1,
+        ).reshape(-1, 7)
+        found = kept.reshape(-1)
+        empty = torch.cat([image[:, None], loc.new_full((images, 6), -1.0)], dim=1)
+        nothing = ~found.any()
+        rows = torch.cat([table, empty])[torch.cat([found, nothing.expand(images)])]
+        return rows[None, None]
+
+    def _traced_nms(self, boxes: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Greedy NMS over candidate positions (last axis of ``valid``), for every image
+        and label at once: a valid candidate stays unless its IoU with a kept earlier one
+        exceeds the threshold (compared as the eager path does, in float64)."""
+        c = self.config
+        overlap = _iou_matrix(boxes).double()  # (N, labels, K, K)
+        threshold = torch.full(valid.shape[:2], c.nms_threshold, dtype=torch.float64)
+        threshold = threshold.to(valid.device)
+        position = torch.arange(valid.shape[-1], device=valid.device)
+        kept = torch.zeros_like(valid)
+        for i in range(valid.shape[-1]):
+            keep = valid[..., i]
+            if i:  # (ONNX's any() of nothing is not False)
+                close = ~(overlap[..., i, :i] <= threshold[..., None])
+                keep = keep & ~(close & kept[..., :i]).any(dim=-1)
+            kept = kept | ((position == i) & keep[..., None])  # no bool Where in onnxruntime
+            if c.eta < 1:
+                threshold = torch.where(keep & (threshold > 0.5), threshold * c.eta, threshold)
+        return kept
+
+
+# NMS is unrolled over the candidates when traced: SSD's nets keep top_k 400 or fewer.
+MAX_TRACED_CANDIDATES = 1024
+
 
 def _iou_matrix(boxes: torch.Tensor) -> torch.Tensor:
-    """Pairwise intersection over union of (K, 4) boxes; 0 where they do not overlap."""
-    low = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    high = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    """Pairwise intersection over union of (..., K, 4) boxes, (..., K, K); 0 where they do
+    not overlap."""
+    low = torch.maximum(boxes[..., :, None, :2], boxes[..., None, :, :2])
+    high = torch.minimum(boxes[..., :, None, 2:], boxes[..., None, :, 2:])
     sides = high - low
     overlapping = (sides > 0).all(dim=-1)
     intersection = sides.prod(dim=-1)
-    extent = boxes[:, 2:] - boxes[:, :2]
+    extent = boxes[..., 2:] - boxes[..., :2]
     area = torch.where((extent >= 0).all(dim=-1), extent.prod(dim=-1), 0.0)
-    union = area[:, None] + area[None, :] - intersection
+    union = area[..., :, None] + area[..., None, :] - intersection
     return torch.where(overlapping, intersection / union, 0.0)

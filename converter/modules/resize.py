@@ -10,6 +10,7 @@ from torch import nn
 
 from converter.errors import ConverterError
 from converter.layers.resize import InterpSpec, Padding, bilinear_source, resize_source
+from converter.modules import exporting
 
 
 class Interp(nn.Module):
@@ -109,7 +110,7 @@ class Unpool(nn.Module):
         size = self.height * self.width
         values = x.reshape(n, c, -1)
         index = mask.reshape(n, c, -1).to(torch.int64)  # C++'s static_cast<int> truncates
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= size):
+        if not exporting() and index.numel() and (index.min() < 0 or index.max() >= size):
             raise ConverterError(
                 f"{self.where}: the mask names positions {int(index.min())}..{int(index.max())}"
                 f", outside the {self.height}x{self.width} output"
