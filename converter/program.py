@@ -81,9 +81,8 @@ def _export(wrapper, input_shapes, warn, where) -> torch.export.ExportedProgram:
         try:
             program = torch.export.export(wrapper, declared)
         except Exception as exc:
-            raise ConverterError(
-                f"{where}: torch.export cannot trace this net: {_root_cause(exc)}"
-            ) from None
+            cause = _root_cause(exc).removeprefix(f"{where}: ")  # a layer's own message
+            raise ConverterError(f"{where}: torch.export cannot trace this net: {cause}") from None
     if warn is not None:
         warn(f"the batch size stays fixed at the declared {declared[0].shape[0]} ({reason})")
     return program

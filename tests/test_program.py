@@ -114,12 +114,27 @@ def test_unreadable_program_is_one_error(tmp_path):
         load_program(bad)
 
 
-def test_untraceable_net_is_refused_in_one_line(tmp_path, capsys):
-    """SSD's DetectionOutput keeps a data-dependent number of boxes: torch.export cannot
-    trace it, and the refusal is one line (no pages of traced graph), nothing written."""
-    fork = load_case("fork_layers")
-    argv = ["convert", str(fork.prototxt), str(fork.caffemodel), "-o", str(tmp_path / "f.pt2")]
-    assert main(argv) == 2
+@pytest.mark.parametrize("format", ["pt2", "onnx"])
+def test_untraceable_net_is_refused_in_one_line(tmp_path, capsys, format):
+    """A DetectionOutput whose NMS would run over more candidates per class than pt2 and
+    ONNX trace (1030 priors, no nms_param.top_k): refused in one line naming the layer
+    (no pages of traced graph), nothing written."""
+    from test_fork_layers import DETECTION
+
+    text = DETECTION % {"P": 1030, "C": 3, "P4": 4120, "param": "nms_param { }"}
+    prototxt = tmp_path / "ssd.prototxt"
+    prototxt.write_text(
+        'layer { name: "data" type: "Input" top: "data" '
+        "input_param { shape { dim: 2 dim: 4120 } } }\n" + text
+    )
+    caffemodel = tmp_path / "ssd.caffemodel"
+    converter.write_caffemodel(converter.read_net(prototxt), caffemodel)
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = ["convert", str(prototxt), str(caffemodel), "-o", str(out / f"ssd.{format}")]
+    assert main(argv + ["--format", format]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "torch.export cannot trace this net" in err[0]
-    assert list(tmp_path.iterdir()) == []
+    assert "cannot trace this net: layer 'det' (DetectionOutput): " in err[0]
+    assert "at most 1024 candidates per class" in err[0] and "takes 1030" in err[0]
+    assert list(out.iterdir()) == []

@@ -192,8 +192,9 @@ class DetectionOutput(nn.Module):
         candidates = min(count, c.top_k) if c.nms and c.top_k > -1 else count
         if c.nms and candidates > MAX_TRACED_CANDIDATES:
             raise ConverterError(
-                f"{self.where}: DetectionOutput runs NMS over {candidates} priors per class; "
-                f"pt2 and ONNX trace at most {MAX_TRACED_CANDIDATES} (nms_param.top_k)"
+                f"{self.where}: pt2 and ONNX trace NMS over at most {MAX_TRACED_CANDIDATES} "
+                f"candidates per class (nms_param.top_k), this layer takes {candidates}; "
+                "--format code runs it as it is"
             )
         order = order[:, :, :candidates]
         scores = scores.gather(2, order)
