@@ -1,4 +1,4 @@
-"""ArgMax and Reduction: shape rules and modules.
+"""ArgMax and Reduction: shape rules, modules and code.
 
 Caffe: ``src/caffe/layers/argmax_layer.cpp``, ``reduction_layer.cpp``.
 """

@@ -74,8 +74,9 @@ class LayerCode:
     the expression computing its top (or a tuple of its tops) in ``forward``, where ``{m}``
     stands for the module and ``{0}``, ``{1}``, ... for the bottoms' variables. ``helpers``:
     module-level definitions (source text) the expressions use where torch has no exact
-    equivalent; each is written once into the file. Expressions may use ``torch``, ``nn``
-    and ``F`` (``torch.nn.functional``).
+    equivalent; each is written once into the file, constants (not a ``def`` or ``class``)
+    first. Expressions and helpers may use ``torch``, ``nn``, ``F``
+    (``torch.nn.functional``) and ``math``.
     """
 
     call: str
