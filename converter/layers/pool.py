@@ -346,7 +346,7 @@ class CaffeSPP(nn.Module):
 
 def _spp_code(layer, bottoms: list[Shape], where: str) -> LayerCode:
     sp = layer.param.spp_param
-    mode = "AVE" if sp.pool == sp.AVE else "MAX"  # the module refuses STOCHASTIC
+    mode = "AVE" if sp.pool == sp.AVE else "MAX"  # the shape rule refuses STOCHASTIC
     return LayerCode(
         "{m}({0})", f'CaffeSPP({sp.pyramid_height}, "{mode}")', (FLT_MAX_HELPER, _CAFFE_POOL, _SPP)
     )
