@@ -84,7 +84,7 @@ def _convert(args: argparse.Namespace) -> int:
             from converter.codegen.folder import record_parity
 
             record_parity(path, report)
-        return 0 if report.passed else 1
+        return report.exit_code
     return 0
 
 
@@ -135,7 +135,7 @@ def _run_verify(args: argparse.Namespace, converted=None):
 def _verify(args: argparse.Namespace) -> int:
     _check_verify_options(args)
     report = _run_verify(args, converted=args.converted)
-    return 0 if report.passed else 1
+    return report.exit_code
 
 
 def input_shapes(values: Sequence[str] | None) -> dict[str, tuple[int, ...]] | tuple | None:
@@ -308,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
         "prove the PyTorch model computes what Caffe computes, blob by blob",
         "Run the converted model and a reference on the same input and compare every blob.\n"
         "Exit 0: every blob within tolerance; 1: parity fails (the first diverging blob is\n"
-        "marked); 2: bad input. The report's first line says which reference ran and why.",
+        "marked); 2: bad input; 3: inconclusive, every compared blob agrees but none could\n"
+        "show an error on this input (a saturated softmax, all a pt2 or ONNX file gives).\n"
+        "The report's first line says which reference ran and why.",
         [
             "caffe2torch verify deploy.prototxt model.caffemodel --reference blobs.npz "
             "--input input.npy",

@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from converter.errors import ConverterError
+from converter.errors import ConverterError, counted
 from converter.io.atomic import atomic_write
 from converter.layers.registry import ExactPart
 
@@ -27,6 +27,9 @@ PLOT_INSTALL = (
     "pip install matplotlib (or pip install 'caffe2torch[plot]'; in a source checkout, "
     "pip install -e '.[plot]')"
 )
+
+# verify's exit status when every compared blob agrees but none could show an error
+INCONCLUSIVE_EXIT = 3
 
 MEASURE = "max|ours - ref| / max|ref| per blob (max abs error where ref is all zeros)"
 
@@ -116,6 +119,8 @@ class ParityReport:
     tolerance_note: str = ""
     notes: list[str] = field(default_factory=list)  # what the numbers cannot tell
     input: dict[str, Any] | None = None  # the input used: file or random, shape, mean, scale
+    # blob -> why agreeing on it cannot show an error on this input (a saturated softmax)
+    uninformative: dict[str, str] = field(default_factory=dict)
 
     @property
     def first_failure(self) -> BlobParity | None:
@@ -126,15 +131,50 @@ class ParityReport:
         return [row for row in self.rows if not row.passed]
 
     @property
+    def inconclusive(self) -> bool:
+        """Every compared blob agrees, but none of them could have shown an error."""
+        return (
+            bool(self.rows)
+            and self.first_failure is None
+            and all(row.name in self.uninformative for row in self.rows)
+        )
+
+    @property
     def passed(self) -> bool:
-        """True when at least one blob was compared and every compared blob passed."""
-        return bool(self.rows) and self.first_failure is None
+        """True when at least one blob was compared, every compared blob passed, and at
+        least one of them could have shown an error (not ``inconclusive``)."""
+        return bool(self.rows) and self.first_failure is None and not self.inconclusive
+
+    @property
+    def status(self) -> str:
+        """ "pass", "fail" or "inconclusive"."""
+        return "inconclusive" if self.inconclusive else "pass" if self.passed else "fail"
+
+    @property
+    def exit_code(self) -> int:
+        """The command line's exit status for this report: 0 pass, 1 fail, 3 inconclusive
+        (2 is bad input, which never makes a report)."""
+        return {"pass": 0, "fail": 1, "inconclusive": INCONCLUSIVE_EXIT}[self.status]
 
     def verdict(self) -> str:
         first = self.first_failure
         if not self.rows:
             return f"FAIL: no blob in common with {self.reference}, nothing was compared"
         raised = f" ({self.tolerance_note})" if self.tolerance_note else ""
+        if self.inconclusive:
+            why = "; ".join(f"'{row.name}' is {self.uninformative[row.name]}" for row in self.rows)
+            random = (self.input or {}).get("kind") == "random"
+            return (
+                f"INCONCLUSIVE: {counted(len(self.rows), 'blob')} within "
+                f"{_tol(self.tolerance)} of {self.reference}, but agreeing on "
+                f"{'it' if len(self.rows) == 1 else 'them'} cannot show an error on this "
+                f"{'random ' if random else ''}input ({why}); "
+                + (
+                    "give --input with data the net was made for"
+                    if random
+                    else "give an --input on which it does not saturate"
+                )
+            )
         if first is None:
             return (
                 f"PASS: {len(self.rows)} blobs within {_tol(self.tolerance)} of "
@@ -155,7 +195,11 @@ class ParityReport:
         """The same comparison judged against another bar (the errors do not change)."""
         rows = [dataclasses.replace(row, passed=_within(row, tolerance)) for row in self.rows]
         return dataclasses.replace(
-            self, rows=rows, tolerance=float(tolerance), notes=list(self.notes)
+            self,
+            rows=rows,
+            tolerance=float(tolerance),
+            notes=list(self.notes),
+            uninformative=dict(self.uninformative),
         )
 
     def reference_line(self) -> str:
@@ -178,6 +222,7 @@ class ParityReport:
             "reference": self.reference,
             "reference_choice": self.reference_choice,
             "passed": self.passed,
+            "status": self.status,
             "verdict": self.verdict(),
             "input": None if self.input is None else dict(self.input),
             "precision": self.precision,
@@ -189,6 +234,7 @@ class ParityReport:
             "failed": len(self.failures),
             "first_failure": first.name if first else None,
             "skipped": list(self.skipped),
+            "uninformative": dict(self.uninformative),
             "topk": None if self.topk is None else vars(self.topk).copy(),
             "blobs": [row.to_dict() for row in self.rows],
         }
@@ -256,16 +302,20 @@ def compare_blobs(
     precision: str | None = None,
     output: str | None = None,
     exact: Mapping[str, ExactPart] | None = None,
+    classes: Collection[str] | None = None,
 ) -> ParityReport:
     """Compare every blob present on both sides, in ``order`` (network order).
 
     ``ours`` may hold NumPy arrays or torch tensors. ``output`` is the blob used for the
     top-1/top-5 line; by default the last compared blob shaped (N, classes) or
-    (N, classes, 1, 1). ``precision`` defaults to the dtype of our first blob. ``exact``
-    (blob -> ExactPart, ``converter.layers.registry.exact_blobs``) names the blobs, or parts
-    of blobs, that must be equal: integers by their layer's meaning (indices, labels).
+    (N, classes, 1, 1). ``classes``, when given, names the blobs that hold class scores
+    (``verify``: Softmax outputs over the class axis): no top-k line for any other blob,
+    whatever its shape (a regression output's argmax means nothing). ``precision``
+    defaults to the dtype of our first blob. ``exact`` (blob -> ExactPart,
+    ``converter.layers.registry.exact_blobs``) names the blobs, or parts of blobs, that
+    must be equal: integers by their layer's meaning (indices, labels).
     """
-    comparison = Comparison(order, tolerance, output, exact)
+    comparison = Comparison(order, tolerance, output, exact, classes)
     for name in order:
         if name in ours and name in reference:
             comparison.add(name, ours[name], reference[name])
@@ -284,11 +334,13 @@ class Comparison:
         tolerance: float,
         output: str | None = None,
         exact: Mapping[str, ExactPart] | None = None,
+        classes: Collection[str] | None = None,
     ):
         self.order = list(order)
         self.tolerance = float(tolerance)
         self.output = output
         self.exact = dict(exact or {})
+        self.classes = None if classes is None else set(classes)
         self.rows: dict[str, BlobParity] = {}
         self.scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # (ours, ref), float64
         self.precision: str | None = None
@@ -300,7 +352,8 @@ class Comparison:
         ours = _as_float64(ours)
         row = _compare_one(name, ours, reference, self.tolerance, self.exact.get(name))
         self.rows[name] = row
-        if row.shape == row.reference_shape and _classes(row.shape):
+        scores = self.classes is None or name in self.classes
+        if row.shape == row.reference_shape and _classes(row.shape) and scores:
             if self.output is None or name == self.output:
                 self.scores[name] = (ours, np.asarray(reference, dtype=np.float64))
         return row
@@ -406,12 +459,17 @@ def _topk(
     """Class agreement on the output blob: (N, C) or (N, C, 1, 1), ranked along C."""
     by_name = {row.name: row for row in rows}
     if output is None:
-        candidates = [r.name for r in rows if r.shape == r.reference_shape and _classes(r.shape)]
+        candidates = [r.name for r in rows if r.name in ours]  # (N, C) blobs of class scores
         if not candidates:
             return None
         output = candidates[-1]
     row = by_name.get(output)
-    if row is None or row.shape != row.reference_shape or not _classes(row.shape):
+    if (
+        row is None
+        or output not in ours
+        or row.shape != row.reference_shape
+        or not _classes(row.shape)
+    ):
         return None
     n, classes = row.shape[0], row.shape[1]
     a = ours[output].reshape(n, classes)
@@ -518,7 +576,7 @@ def plot_report(report: ParityReport, path: str | os.PathLike) -> None:
     ax.set_ylim(floor / 2, top * 2)
     ax.set_xlabel("blob (network order)")
     ax.set_ylabel("max|ours - ref| / max|ref|")
-    verdict = "PASS" if report.passed else "FAIL"
+    verdict = report.status.upper()
     ax.set_title(f"{verdict}: ours ({report.precision}) vs {report.reference}", fontsize=10)
     if rows:
         step = max(1, math.ceil(len(rows) / 40))

@@ -189,8 +189,10 @@ def test_card_and_config_record_mean_and_parity(tmp_path):
     means = config["input_convention"]["mean"]
     assert [round(m, 2) for m in means] == [103.06, 115.9, 123.15]  # ECOSYSTEM.md's values
     verified = config["verified"]
-    assert verified["passed"] and verified["worst_blob"] == "prob"
-    assert verified["worst_rel"] <= 1e-6
+    # every blob of the folder's module is compared (its weights are float32: the bar is
+    # raised to 8x their rounding, far below what a wrong eps or pooling gives)
+    assert verified["passed"] and verified["compared"] == 73
+    assert verified["worst_rel"] <= verified["tolerance"] <= 1e-4
     card = (folder / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: pytorch\ntags:\n")
     assert "# license:" in card  # left for the user, with a note

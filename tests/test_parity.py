@@ -285,3 +285,21 @@ def test_exact_parts_are_equal_or_wrong_and_the_rest_has_its_own_scale():
     assert report.rows[0].shape == (2, 2, 3, 1)  # the blob's shape, not the part's
     assert report.with_tolerance(0.1).passed and not report.with_tolerance(0.001).passed
     assert report.to_dict()["blobs"][0]["exact"] == "indices"
+
+
+def test_agreeing_only_on_uninformative_blobs_is_inconclusive():
+    """A comparison that cannot show an error is neither PASS nor FAIL: exit status 3."""
+    ref, order = make_blobs()
+    report = compare_blobs(ref, ref, ["fc"], TOL)
+    report.uninformative = {"fc": "a saturated softmax"}
+    assert (report.status, report.passed, report.exit_code) == ("inconclusive", False, 3)
+    assert report.verdict().startswith("INCONCLUSIVE: 1 blob within 1e-03")
+    assert "'fc' is a saturated softmax" in report.verdict()
+    assert report.to_dict()["status"] == "inconclusive"
+    # one blob that can show an error: PASS; an error anywhere: FAIL
+    both = compare_blobs(ref, ref, order, TOL)
+    both.uninformative = {"fc": "a saturated softmax"}
+    assert (both.status, both.passed, both.exit_code) == ("pass", True, 0)
+    wrong = compare_blobs(perturbed(ref, "fc", (0, 0), 0.5), ref, ["fc"], TOL)
+    wrong.uninformative = {"fc": "a saturated softmax"}
+    assert (wrong.status, wrong.exit_code) == ("fail", 1)

@@ -14,6 +14,7 @@ import json
 import math
 import threading
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,6 +279,92 @@ def test_sabotaged_conversion_fails_against_caffes_blobs(good_files, capsys, tmp
     assert code == 1
     check_first_failure(report, out, "conv1")
     assert report["failed"] == report["compared"] == 9  # every saved blob is wrong
+
+
+# A code folder's module returns only the output; verify reads every blob from it (forward
+# hooks on the ResNet form, the forward's variables on the straight-line form). Before, it
+# compared 'prob' alone, saturated on resnet18_w8, and both sabotages below PASSed (exit 0).
+CODE_SABOTAGE = {
+    # name: (--generic, text in model.py, its sabotage, first blob that must fail)
+    "resnet_eps": (False, "eps=0.001", "eps=1e-5", "conv1"),
+    "resnet_floor_pooling": (False, "MaxPool2d(3, 2, ceil_mode=True)", "MaxPool2d(3, 2)", "pool1"),
+    "graph_eps": (True, "CaffeBatchNorm(8, 0.001)", "CaffeBatchNorm(8, 1e-05)", "conv1"),
+    "graph_floor_pooling": (True, "3, 2, ceil_mode=True)  # Pooling", "3, 2)  # Pooling", "pool1"),
+}
+
+
+@pytest.fixture(scope="module")
+def eps_net(tmp_path_factory) -> Path:
+    """resnet18_w8 with BatchNorm eps 0.001 (not the default): its prototxt."""
+    prototxt = BUNDLED["resnet18_w8"][0]
+    text = prototxt.read_text().replace(
+        "use_global_stats: true", "use_global_stats: true eps: 0.001"
+    )
+    path = tmp_path_factory.mktemp("eps") / "eps.prototxt"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("what", CODE_SABOTAGE)
+def test_sabotaged_code_folders_fail_at_the_first_wrong_blob(what, eps_net, capsys, tmp_path):
+    generic, text, sabotaged, first = CODE_SABOTAGE[what]
+    caffemodel = BUNDLED["resnet18_w8"][1]
+    folder = tmp_path / "code"
+    converter.convert(eps_net, caffemodel, folder, format="code", generic=generic)
+    base = ["verify", eps_net, caffemodel, "--reference", "numpy", "--converted", folder]
+    code, report, out, _ = run_json(capsys, tmp_path, *base)
+    assert code == 0, out  # the control: every blob of the untouched folder passes
+    assert report["compared"] == blob_count(eps_net, caffemodel)
+    model = folder / "model.py"
+    assert text in model.read_text()
+    model.write_text(model.read_text().replace(text, sabotaged))
+    code, report, out, _ = run_json(capsys, tmp_path, *base)
+    assert code == 1
+    check_first_failure(report, out, first)
+
+
+def test_code_folder_blobs_follow_in_place_layers(tmp_path):
+    """Each blob as Caffe holds it after the forward (after its last in-place writer), the
+    ResNet form's by hooks and the straight-line form's by variables, equal to ours."""
+    case = load_case("resnet50_w8_calibrated")
+    x = torch.from_numpy(case.input)
+    ours = converter.blobs(converter.load(case.prototxt, case.caffemodel), x)
+    for generic in (False, True):
+        folder = converter.convert(
+            case.prototxt, case.caffemodel, tmp_path / f"code{generic}", format="code",
+            generic=generic,
+        )  # fmt: skip
+        from converter.codegen.folder import load_code_folder
+
+        theirs = converter.blobs(load_code_folder(folder), x)
+        assert list(theirs) == list(ours)  # every blob, in the order they become final
+        for name, value in ours.items():
+            assert rel_error(theirs[name].numpy(), value.numpy()) < 1e-4, name  # float32
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+def test_outputs_only_on_a_saturated_softmax_is_inconclusive(fmt, capsys, tmp_path):
+    """A pt2 or ONNX file gives its output alone; resnet18_w8's 'prob' is one-hot on noise
+    and on its own input: agreeing on it cannot show an error. Before: PASS, exit 0."""
+    prototxt, caffemodel, x, _, _ = BUNDLED["resnet18_w8"]
+    program = converter.convert(prototxt, caffemodel, tmp_path / f"r18.{fmt}")
+    for extra in ([], ["--input", x]):
+        code, report, out, _ = run_json(
+            capsys, tmp_path, "verify", prototxt, caffemodel, "--converted", program,
+            "--reference", "numpy", *extra,
+        )  # fmt: skip
+        assert code == 3 and report["status"] == "inconclusive" and not report["passed"]
+        verdict = out.strip().splitlines()[-1]
+        assert verdict.startswith("INCONCLUSIVE: 1 blob within") and "saturated softmax" in verdict
+        assert ("random input" in verdict) == (not extra)
+    # a net whose output says something on its input: PASS
+    prototxt, caffemodel, x, _, _ = BUNDLED["resnet50_w8_calibrated"]
+    program = converter.convert(prototxt, caffemodel, tmp_path / f"r50.{fmt}")
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel, "--converted", program,
+        "--reference", "numpy", "--input", x,
+    )  # fmt: skip
+    assert code == 0 and report["status"] == "pass" and report["uninformative"] == {}
 
 
 def test_tampered_reference_names_the_changed_blob(capsys, tmp_path):
@@ -722,6 +809,45 @@ def test_saturated_softmax_is_said_to_tell_little(capsys, tmp_path):
     assert code == 0 and report["notes"] == [] and "Note:" not in out
 
 
+def test_realistic_data_advice_only_for_the_default_random_input(good_files, capsys, tmp_path):
+    """With --input the note says the input saturates it, not "run with --input and
+    realistic data" (before: the same advice whatever the input)."""
+    prototxt, caffemodel, x, _, _ = BUNDLED["resnet18_w8"]
+    base = ["verify", prototxt, caffemodel, "--reference", "numpy"]
+    for extra, random in (([], True), (["--input", x], False)):
+        code, report, out, _ = run_json(capsys, tmp_path, *base, *extra)
+        assert code == 0
+        (note,) = report["notes"]
+        assert note.startswith("'prob' is a saturated softmax: 100% of its rows are one-hot")
+        assert ("realistic data" in note) == random and ("on this input" in note) == (not random)
+        assert f"the other {report['compared'] - 1} blobs compared carry the check" in note
+
+
+# A detector's two heads: class probabilities and box regression, the last one the output.
+TWO_HEADS = (
+    DATA_2x6x8x8 + 'layer { name: "cls" type: "InnerProduct" bottom: "data" top: "cls" '
+    "inner_product_param { num_output: 5 } }\n"
+    + 'layer { name: "cls_prob" type: "Softmax" bottom: "cls" top: "cls_prob" }\n'
+    + 'layer { name: "bbox_pred" type: "InnerProduct" bottom: "data" top: "bbox_pred" '
+    "inner_product_param { num_output: 8 } }\n"
+)
+
+
+def test_top1_agreement_only_on_class_probabilities(capsys, tmp_path):
+    """Before: "Top-1 agreement on 'bbox_pred'" for a regression output of shape (N, 8)."""
+    prototxt, caffemodel = write_net(tmp_path, "two", TWO_HEADS)
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel, "--reference", "numpy"
+    )
+    assert code == 0 and report["topk"] is None and "Top-1" not in out
+    # the same net ending in its Softmax: the line is there
+    prototxt, caffemodel = write_net(tmp_path, "cls", TWO_HEADS.split('layer { name: "bbox')[0])
+    code, report, out, _ = run_json(
+        capsys, tmp_path, "verify", prototxt, caffemodel, "--reference", "numpy"
+    )
+    assert code == 0 and report["topk"]["blob"] == "cls_prob" and "Top-1 agreement on" in out
+
+
 # ----------------------------------------------------------------------------- another net's file
 
 
@@ -906,5 +1032,5 @@ def test_float32_rounding_taking_turns_measures_as_before(monkeypatch):
     expected = max(row.rel for row in compare_blobs(as32, as64, names, math.inf).rows)
     monkeypatch.setattr(verify_module, "RUN_AHEAD_BYTES", 1)
     before = threading.active_count()
-    assert verify_module._float32_rounding(model, x, names, names, {}) == expected
+    assert verify_module._rounding_error(model, x, names, names, {}) == expected
     assert threading.active_count() == before  # the worker thread has ended

@@ -118,6 +118,14 @@ def code_config(
     return config
 
 
+_OUTCOME = {
+    "pass": "passed",
+    "fail": "FAILED",
+    "inconclusive": "INCONCLUSIVE (agreeing on the blobs compared could not show an error "
+    "on that input)",
+}
+
+
 def model_card(config: Mapping[str, Any], title: str) -> str:
     """README.md: YAML front matter for the hub, then loading, preprocessing and parity."""
     convention = config["input_convention"]
@@ -134,7 +142,7 @@ def model_card(config: Mapping[str, Any], title: str) -> str:
             f"{verified['reference']}: {counted(verified['compared'], 'blob')} compared, worst "
             f"relative error {verified['worst_rel']:.2e} at blob `{verified['worst_blob']}` "
             f"(tolerance {verified['tolerance']:.0e}, measured as max|ours - ref| / max|ref|); "
-            f"{'passed' if verified['passed'] else 'FAILED'}."
+            f"{_OUTCOME[verified.get('status', 'pass' if verified['passed'] else 'fail')]}."
         )
     else:
         parity = (
@@ -228,6 +236,7 @@ def record_parity(folder: str | os.PathLike, report: ParityReport) -> None:
         "worst_rel": worst.rel if worst else None,
         "tolerance": report.tolerance,
         "passed": report.passed,
+        "status": report.status,
     }
     _write_json(folder / "config.json", config)
     title = (folder / "README.md").read_text(encoding="utf-8").split("\n# ", 1)[1].split("\n")[0]
@@ -244,19 +253,23 @@ def is_code_folder(path: str | os.PathLike) -> bool:
 
 def load_code_folder(folder: str | os.PathLike):
     """The folder's model.py imported under a name of its own (no clash with another
-    ``model`` module) and its ``load()`` called, as a module with ``forward_blobs`` giving
-    the output blob: what ``verify --converted FOLDER`` runs."""
-    import torch
-    from torch import nn
+    ``model`` module) and its ``load()`` called, as a module whose ``forward_blobs`` gives
+    every blob it can read (``converter.code_taps``): what ``verify --converted FOLDER`` runs."""
+    from converter.code_taps import code_model
 
     folder = Path(folder)
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        output, inputs = config["output_blob"], config["input_names"]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError) as exc:
         raise ConverterError(
             f"{folder / 'config.json'}: not a caffe2torch config ({exc})"
         ) from None
+    needed = ("output_blob", "input_names", "input_shapes")
+    missing = [key for key in needed if not isinstance(config, dict) or key not in config]
+    if missing:
+        raise ConverterError(
+            f"{folder / 'config.json'}: not a caffe2torch config (no {', '.join(missing)})"
+        )
     name = f"_caffe2torch_code_{abs(hash(str(folder.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, folder / "model.py")
     module = importlib.util.module_from_spec(spec)
@@ -268,27 +281,4 @@ def load_code_folder(folder: str | os.PathLike):
         raise ConverterError(f"{folder / 'model.py'}: cannot load the model ({exc})") from None
     finally:
         sys.modules.pop(name, None)
-
-    class CodeModel(nn.Module):
-        """The generated module, seen as verify sees converted models."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-            self.input_names, self.output_name = inputs, output
-
-        def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-            return self.net(*xs)
-
-        def forward_blobs(
-            self, *xs: torch.Tensor, names=None, on_final=None
-        ) -> dict[str, torch.Tensor]:
-            value = self.net(*xs)
-            if on_final is not None:
-                on_final(output, value)
-            return {output: value}
-
-        def caffe_config(self) -> dict[str, Any]:
-            return {"input_shapes": config["input_shapes"]}
-
-    return CodeModel().eval()
+    return code_model(folder, net, config).eval()

@@ -119,18 +119,45 @@ def _layer_codes(net: Net) -> list[LayerCode | None]:
     return codes
 
 
+def _helpers(codes: Sequence[LayerCode | None]) -> list[str]:
+    """The helper definitions the layers' code needs, each once, constants first."""
+    helpers: list[str] = []
+    for code in filter(None, codes):
+        helpers += [helper for helper in code.helpers if helper not in helpers]
+    helpers.sort(key=lambda text: text.lstrip().startswith(("def ", "class ")))
+    return helpers
+
+
+def _blob_names(net: Net, helpers: Sequence[str]) -> _Names:
+    """The variable of every blob in the generated forward: the inputs first, then each
+    layer's tops in Caffe's order (the order the forward first assigns them), none taking
+    a name a helper defines."""
+    names = _Names([name for helper in helpers for name in _DEFINED.findall(helper)])
+    for blob in net.input_shapes():
+        names(blob)
+    for layer in net.layers:
+        for top in layer.tops:
+            names(top)
+    return names
+
+
+def blob_variables(net: Net) -> dict[str, str]:
+    """Blob name -> the local variable holding it in the ``forward`` that ``graph_source``
+    writes for ``net`` (what ``verify`` reads a code folder's blobs from). Raises
+    ConverterError when a layer type has no code emitter."""
+    check_codegen(net)
+    return dict(_blob_names(net, _helpers(_layer_codes(net))).names)
+
+
 def graph_source(net: Net, model, prototxt: str, caffemodel: str, version: str) -> str:
     """The text of model.py for ``net``, whose ``CaffeGraph`` is ``model`` (module names,
     steps, output). Raises ConverterError when a layer type has no code emitter."""
     check_codegen(net)
     codes = _layer_codes(net)
-    helpers: list[str] = []
-    for code in filter(None, codes):
-        helpers += [helper for helper in code.helpers if helper not in helpers]
-    helpers.sort(key=lambda text: text.lstrip().startswith(("def ", "class ")))  # constants first
+    helpers = _helpers(codes)
     init: list[str] = []
     body: list[str] = []
-    names = _Names([name for helper in helpers for name in _DEFINED.findall(helper)])
+    names = _blob_names(net, helpers)
     inputs = [names(blob) for blob in model.input_names]
     produced: set[str] = set(model.input_names)
     for layer, step, code in zip(net.layers, model.steps, codes):
