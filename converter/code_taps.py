@@ -180,23 +180,27 @@ def _run_graph(net: nn.Module, stored: Mapping[str, Any], xs, hand_over: OnFinal
     from converter.net import final_writes, net_from_param
 
     graph = net_from_param(parse_prototxt(stored["prototxt"], "<code folder>"))
-    frames = _forward_locals(net, xs)
+    frames, out = _forward_locals(net, xs)
     try:
         variables = blob_variables(graph)
     except ConverterError:  # a layer type whose code emitter is not registered here
         variables = {}
     inputs = set(graph.input_shapes())
     final = final_writes(graph)
+    handed = False
     for blob in sorted(final, key=final.__getitem__):
         value = frames.get(variables.get(blob, ""))
         if blob not in inputs and isinstance(value, torch.Tensor):
             hand_over(blob, value)
+            handed = True
+    if not handed:  # no variable found: the output at least
+        hand_over(stored.get("output_name", ""), out)
 
 
-def _forward_locals(net: nn.Module, xs) -> dict[str, Any]:
-    """The local variables of ``net``'s own ``forward*`` methods as they return, from one
-    call of ``net`` (a profile function sees each frame's return; it adds a few
-    microseconds per call, and the previous one is restored)."""
+def _forward_locals(net: nn.Module, xs) -> tuple[dict[str, Any], Any]:
+    """The local variables of ``net``'s own ``forward*`` methods as they return, and the
+    output, from one call of ``net`` (a profile function sees each frame's return; it adds
+    a few microseconds per call, and the previous one is restored)."""
     own = {
         getattr(type(net), name).__code__
         for name in dir(type(net))
@@ -211,10 +215,10 @@ def _forward_locals(net: nn.Module, xs) -> dict[str, Any]:
     previous = sys.getprofile()
     sys.setprofile(profile)
     try:
-        net(*xs)
+        out = net(*xs)
     finally:
         sys.setprofile(previous)
-    return seen
+    return seen, out
 
 
 # ----------------------------------------------------------------------------- loading
