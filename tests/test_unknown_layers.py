@@ -154,3 +154,50 @@ def test_fuse_bn_still_refuses_a_net_it_cannot_fold(capsys, tmp_path):
     assert not out.exists()
     assert main([str(a) for a in argv]) == 0
     assert converter.load(out).output_name == "flat_2e"
+
+
+PYTHON_AND_FORK_FIELD = """
+name: "rpn"
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
+layer { name: "proposal" type: "Python" bottom: "data" top: "rois"
+        python_param { module: "rpn.proposal_layer" layer: "ProposalLayer" } }
+layer { name: "roi_pool" type: "ROIPooling" bottom: "data" bottom: "rois" top: "pool"
+        roi_pooling_param { pooled_w: 2 pooled_h: 2 spatial_scale: 0.5 } }
+"""
+
+
+@pytest.mark.parametrize("command", ["inspect", "convert", "verify"])
+def test_a_python_layer_beside_an_unknown_field_is_one_line(capsys, tmp_path, command):
+    """The unknown-fields message describes layers from the prototxt's LayerParameters,
+    whose ``param`` is their ParamSpec list: it named the Python layer's module with a
+    traceback (AttributeError) instead."""
+    prototxt = tmp_path / "rpn.prototxt"
+    prototxt.write_text(PYTHON_AND_FORK_FIELD)
+    argv = [command, prototxt] + ([] if command == "inspect" else [tmp_path / "rpn.caffemodel"])
+    err = one_line_error(capsys, argv + (["-o", tmp_path / "x.pt"] if command == "convert" else []))
+    for words in [
+        "'roi_pooling_param' in LayerParameter (layer 'roi_pool', line 8)",
+        "'proposal' (Python: module 'rpn.proposal_layer', layer 'ProposalLayer')",
+        "'roi_pool' (ROIPooling)",
+    ]:
+        assert words in err, (words, err)
+    with pytest.raises(ConverterError, match="roi_pooling_param"):
+        read_net(prototxt)
+
+
+def test_every_kind_of_layer_record_is_described():
+    """A net's Layer, a LayerParameter (with ParamSpecs) and a V1 layer alike."""
+    from converter import caffe_pb2
+    from converter.layers.registry import describe_layer
+    from converter.net import Layer
+
+    param = caffe_pb2.LayerParameter(name="p", type="Python")
+    param.python_param.module, param.python_param.layer = "rpn.mod", "Cls"
+    param.param.add(lr_mult=0)
+    layer = Layer("p", "Python", [], ["x"], param)
+    python = "'p' (Python: module 'rpn.mod', layer 'Cls')"
+    assert describe_layer(param) == describe_layer(layer) == python
+    v1 = caffe_pb2.V1LayerParameter(name="c", type=caffe_pb2.V1LayerParameter.CONVOLUTION)
+    assert describe_layer(v1) == "'c' (CONVOLUTION)"
+    assert describe_layer(caffe_pb2.LayerParameter(name="r", type="ReLU")) == "'r' (ReLU)"

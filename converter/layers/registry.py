@@ -311,12 +311,25 @@ def same_shape(layer: Layer, bottoms: list[Shape], where: str) -> LayerShapes:
     return LayerShapes([bottoms[0]], [])
 
 
-def describe_layer(layer: Layer) -> str:
+def describe_layer(layer: Any) -> str:
     """ "'name' (Type)" for messages; a Python layer also names the module and class its
-    ``python_param`` loads, which is the code a user would have to supply."""
+    ``python_param`` loads, which is the code a user would have to supply.
+
+    ``layer``: any record of a layer, a net's ``Layer`` or a ``LayerParameter`` or V1
+    ``V1LayerParameter`` as read from a prototxt (a LayerParameter's own ``param`` field is
+    its repeated ParamSpec, not a LayerParameter)."""
+    if isinstance(layer.type, int):  # a V1 layer's type is an enum value
+        from converter import caffe_pb2
+
+        kind = caffe_pb2.V1LayerParameter.LayerType
+        name = kind.Name(layer.type) if layer.type in kind.values() else str(layer.type)
+        return f"'{layer.name}' ({name})"
     if layer.type == "Python":
-        pp = getattr(layer, "param", layer).python_param  # a Layer or a LayerParameter
-        return f"'{layer.name}' (Python: module '{pp.module}', layer '{pp.layer}')"
+        held = getattr(layer, "param", None)  # a Layer holds its LayerParameter there
+        param = held if hasattr(held, "python_param") else layer
+        pp = getattr(param, "python_param", None)
+        if pp is not None:
+            return f"'{layer.name}' (Python: module '{pp.module}', layer '{pp.layer}')"
     return f"'{layer.name}' ({layer.type})"
 
 
