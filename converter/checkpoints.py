@@ -143,7 +143,7 @@ def write_checkpoint(
     import torch
 
     state = {k: torch.from_numpy(np.array(v)) for k, v in sorted(folded.items())}
-    with atomic_write(path) as handle:
+    with atomic_write(path, defer_errors=True) as handle:
         torch.save({"state_dict": state, "meta": dict(metadata)}, handle)
     return path
 

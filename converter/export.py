@@ -126,14 +126,8 @@ def write_converted(
 
         tensors = {name: _as_tensor(value) for name, value in state_dict.items()}
         meta.update(_strings(late_metadata()) if late_metadata else {})
-        with atomic_write(path) as handle:
-            try:
-                torch.save({"state_dict": tensors, "metadata": meta}, handle)
-            except RuntimeError as exc:
-                # torch's zip writer hides a failed write (a full disk) behind its own error
-                if isinstance(exc.__context__, OSError):
-                    raise exc.__context__ from None
-                raise
+        with atomic_write(path, defer_errors=True) as handle:
+            torch.save({"state_dict": tensors, "metadata": meta}, handle)
     else:
         _write_safetensors(state_dict, meta, path, progress, late_metadata)
     return path

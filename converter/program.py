@@ -93,7 +93,7 @@ def write_pt2(
 ) -> Path:
     """Save ``program`` atomically (``torch.export.save``), ``metadata`` (``program_metadata``)
     as an extra file of the archive (``torch.export.load(path, extra_files=...)``)."""
-    with atomic_write(path) as handle:
+    with atomic_write(path, defer_errors=True) as handle:
         torch.export.save(program, handle, extra_files=dict(metadata))
     return Path(path)
 

@@ -786,23 +786,46 @@ def test_fork_ceil_mode_converts(capsys, small, tmp_path):
 # ----------------------------------------------------------------------------- outputs
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "pt"])
+# Every output format, with the net it can represent (detectron2 and mmdet: a ResNet).
+# pt2 runs in a child process (test_disk_full_pt2): its failure mode was to abort.
+OUTPUTS = {
+    "safetensors": ("small", "model.safetensors", []),
+    "pt": ("small", "model.pt", []),
+    "onnx": ("small", "model.onnx", []),
+    "code": ("small", "model_code", ["--format", "code"]),
+    "detectron2": ("resnet", "model.pkl", []),
+    "mmdet": ("resnet", "model.pth", ["--format", "mmdet"]),
+}
+
+
+def _pair(small, kind):
+    if kind == "resnet":
+        folder = ROOT / "tests" / "fixtures" / "resnet18_w8"
+        return folder / "resnet18_w8.prototxt", folder / "resnet18_w8.caffemodel"
+    return small / "small.prototxt", small / "small.caffemodel"
+
+
+@pytest.mark.parametrize("fmt", list(OUTPUTS))
 @pytest.mark.parametrize("problem", ["missing folder", "a directory", "under a file", "no access"])
 def test_unwritable_output(capsys, small, tmp_path, monkeypatch, fmt, problem):
-    proto, model = small / "small.prototxt", small / "small.caffemodel"
+    kind, name, extra = OUTPUTS[fmt]
+    proto, model = _pair(small, kind)
     if problem == "missing folder":
-        target = tmp_path / "no" / "such" / f"model.{fmt}"
+        target = tmp_path / "no" / "such" / name
     elif problem == "a directory":
-        target = tmp_path / f"folder.{fmt}"
+        target = tmp_path / name
         target.mkdir()
+        if fmt == "code":  # a folder is its output: one holding other files is refused
+            (target / "notes.txt").write_text("mine")
     elif problem == "under a file":
         (tmp_path / "file").write_bytes(b"x")
-        target = tmp_path / "file" / f"model.{fmt}"
+        target = tmp_path / "file" / name
     else:
         folder = tmp_path / "readonly"
         folder.mkdir()
-        target = folder / f"model.{fmt}"
-        target.write_bytes(SENTINEL)
+        target = folder / name
+        if fmt != "code":
+            target.write_bytes(SENTINEL)
         folder.chmod(0o500)
         if RUNNING_AS_ROOT:  # root may write anyway: refuse the way the kernel would
             import converter.io.atomic as atomic
@@ -811,50 +834,106 @@ def test_unwritable_output(capsys, small, tmp_path, monkeypatch, fmt, problem):
                 raise PermissionError(errno.EACCES, "Permission denied")
 
             monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
+            monkeypatch.setattr(atomic.tempfile, "mkdtemp", refuse)
+            monkeypatch.setattr(atomic.os, "access", lambda *args, **kwargs: False)
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    fails(capsys, ["convert", proto, model, "-o", target], target)
+    fails(capsys, ["convert", proto, model, "-o", target, *extra, "-q"], target)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     if problem == "no access":
         target.parent.chmod(0o700)
+        if fmt != "code":
+            assert target.read_bytes() == SENTINEL
+
+
+class FillsUp(io.FileIO):
+    """A file on a disk with ``room`` bytes left: a short write, then ENOSPC, as the kernel
+    does."""
+
+    room = 0
+    written = 0
+
+    def write(self, data):
+        room = FillsUp.room - FillsUp.written
+        if room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = super().write(memoryview(data).cast("B")[:room])
+        FillsUp.written += written
+        return written
+
+
+def fill_disk_after(monkeypatch, room: int) -> None:
+    """Every output file is a ``FillsUp`` with ``room`` bytes left."""
+    import converter.io.atomic as atomic
+
+    FillsUp.room, FillsUp.written = room, 0
+    real_fdopen = os.fdopen
+
+    def fdopen(fd, mode="r", buffering=-1, *args, **kwargs):
+        if mode != "wb":
+            return real_fdopen(fd, mode, buffering, *args, **kwargs)
+        raw = FillsUp(fd, "wb")
+        return raw if buffering == 0 else io.BufferedWriter(raw)  # as os.fdopen does
+
+    monkeypatch.setattr(atomic.os, "fdopen", fdopen)
+
+
+@pytest.mark.parametrize("fmt", list(OUTPUTS))
+def test_disk_full_half_way(capsys, small, tmp_path, monkeypatch, fmt):
+    """The disk fills up after 4 KiB, whatever the format: one line naming the output (not a
+    temporary name), the old output survives, no temporary file or folder stays."""
+    kind, name, extra = OUTPUTS[fmt]
+    proto, model = _pair(small, kind)
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / name
+    if fmt != "code":
+        target.write_bytes(SENTINEL)
+    fill_disk_after(monkeypatch, 4096)
+    fails(capsys, ["convert", proto, model, "-o", target, *extra, "-q"], target, "No space left")
+    assert FillsUp.written > 0, "the write never started"
+    assert [p.name for p in out.iterdir()] == ([] if fmt == "code" else [target.name])
+    if fmt != "code":
         assert target.read_bytes() == SENTINEL
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "pt"])
-def test_disk_full_half_way(capsys, small, tmp_path, monkeypatch, fmt):
-    """The disk fills up after half the bytes: the old output survives, no temp file stays."""
-    import converter.io.atomic as atomic
-
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_disk_full_report(capsys, small, tmp_path, monkeypatch, option):
+    pytest.importorskip("matplotlib") if option == "--plot" else None
     proto, model = small / "small.prototxt", small / "small.caffemodel"
-    full = tmp_path / f"full.{fmt}"
-    assert run_cli(capsys, "convert", proto, model, "-o", full)[0] == 0
-    size = full.stat().st_size
-    full.unlink()
+    report = tmp_path / ("report.json" if option == "--json" else "errors.png")
+    fill_disk_after(monkeypatch, 10)
+    argv = ["verify", proto, model, "--reference", "numpy", option, report]
+    code, out, err = run_cli(capsys, *argv)
+    assert_failure(code, "", err, report, "No space left")
+    assert list(tmp_path.iterdir()) == []
 
-    class FillsUp(io.FileIO):
-        written = 0
 
-        def write(self, data):  # as the kernel does: a short write, then ENOSPC
-            room = size // 2 - FillsUp.written
-            if room <= 0:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            written = super().write(memoryview(data).cast("B")[:room])
-            FillsUp.written += written
-            return written
+DISK_FULL_CHILD = """
+import sys
+import pytest
+from test_errors import fill_disk_after
+from converter.cli import main
+with pytest.MonkeyPatch.context() as patch:
+    fill_disk_after(patch, 4096)
+    sys.exit(main(sys.argv[1:]))
+"""
 
-    real_fdopen = os.fdopen
 
-    def fdopen(fd, mode="r", *args, **kwargs):
-        return FillsUp(fd, "wb") if mode == "wb" else real_fdopen(fd, mode, *args, **kwargs)
-
-    monkeypatch.setattr(atomic.os, "fdopen", fdopen)
-    out = tmp_path / "out"
-    out.mkdir()
-    target = out / f"model.{fmt}"
-    target.write_bytes(SENTINEL)
-    fails(capsys, ["convert", proto, model, "-o", target], target, "No space left")
-    assert FillsUp.written > 0, "the write never started"
-    assert [p.name for p in out.iterdir()] == [target.name]
-    assert target.read_bytes() == SENTINEL
+def test_disk_full_pt2(small, tmp_path):
+    """torch.export.save given a failing file aborted the process (SIGABRT, a C++ terminate
+    after the traceback): in a child process, so that cannot take the test run down."""
+    proto, model = small / "small.prototxt", small / "small.caffemodel"
+    target = tmp_path / "model.pt2"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    run = subprocess.run(
+        [sys.executable, "-c", DISK_FULL_CHILD, "convert", proto, model, "-o", target, "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert_failure(run.returncode, run.stdout, run.stderr, target, "No space left")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_refuses_to_overwrite_its_own_inputs(capsys, small, tmp_path):

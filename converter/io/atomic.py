@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -14,10 +15,14 @@ from converter.errors import ConverterError
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, buffered: bool = True) -> Iterator[BinaryIO]:
+def atomic_write(
+    path: str | os.PathLike, buffered: bool = True, defer_errors: bool = False
+) -> Iterator[BinaryIO]:
     """Yield a binary handle on a temporary file beside ``path``; rename it into place on
-    success, delete it on any failure (including a full disk while writing or closing).
-    An unbuffered handle (``buffered=False``) writes large pieces without copying them."""
+    success, delete it on any failure (including a full disk while writing or closing):
+    ConverterError "PATH: cannot write (why)".
+    An unbuffered handle (``buffered=False``) writes large pieces without copying them.
+    ``defer_errors``: for writers that cannot survive a failed write (``DeferredErrors``)."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
@@ -28,7 +33,12 @@ def atomic_write(path: str | os.PathLike, buffered: bool = True) -> Iterator[Bin
         raise ConverterError(f"{path}: cannot write ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "wb", buffering=-1 if buffered else 0) as handle:
-            yield handle
+            if defer_errors:
+                deferred = DeferredErrors(handle)
+                yield deferred
+                deferred.raise_kept()
+            else:
+                yield handle
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException as exc:
@@ -37,6 +47,51 @@ def atomic_write(path: str | os.PathLike, buffered: bool = True) -> Iterator[Bin
         if isinstance(exc, OSError):
             raise ConverterError(f"{path}: cannot write ({exc.strerror or exc})") from None
         raise
+
+
+class DeferredErrors(io.RawIOBase):
+    """A write handle that keeps the first failed write's OSError and skips later writes,
+    until ``raise_kept``. torch's zip writers (``torch.save``, ``torch.export.save``) cannot
+    survive a failed write: ``torch.export.save`` writes again while unwinding, fails again
+    inside a C++ destructor and aborts the whole process (SIGABRT, a core dump and no
+    message), and ``torch.save`` hides the OSError behind its own RuntimeError. Given this
+    handle they finish writing into nothing, and the OSError is raised after them."""
+
+    def __init__(self, handle: BinaryIO):
+        super().__init__()
+        self._handle = handle
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._handle.seekable()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def write(self, data) -> int:
+        if self.error is None:
+            try:
+                return self._handle.write(data)
+            except OSError as exc:
+                self.error = exc
+        return memoryview(data).nbytes
+
+    def flush(self) -> None:
+        if self.error is None and not self._handle.closed:
+            try:
+                self._handle.flush()
+            except OSError as exc:
+                self.error = exc
+
+    def raise_kept(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def _umask() -> int:
@@ -76,6 +131,9 @@ def atomic_folder(path: str | os.PathLike, replaceable: Collection[str]) -> Iter
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
             raise ConverterError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        if isinstance(exc, ConverterError) and str(tmp) in str(exc):
+            # a file written inside the folder is named where the user will look for it
+            raise ConverterError(str(exc).replace(str(tmp), str(path))) from None
         raise
     finally:
         if old is not None:
