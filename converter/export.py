@@ -257,14 +257,34 @@ def _encode_header(header: Mapping[str, object], spare: int) -> bytes:
 
 
 def read_converted(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The state dict and metadata of a file written by ``write_converted``."""
+    """The state dict and metadata of a file written by ``write_converted``, recognised by
+    its content (safetensors or a torch .pt file); any other file or a folder (another of
+    convert's formats, a caffemodel, ...) is a ConverterError saying what it is and what to
+    call instead."""
     path = Path(path)
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "no such file"
-        raise ConverterError(f"{path}: {what}")
-    if path.suffix in (".pt", ".pth"):
+    if stored_format(path) == "pt":
         return _read_pt(path)
     return _read_safetensors(path)
+
+
+def stored_format(path: str | os.PathLike) -> str:
+    """ "safetensors" or "pt": how ``read_converted`` reads ``path``, told by its content
+    (unknown bytes by the name, whose reader then says why it cannot read them).
+    ConverterError for a missing file and for anything recognised as another kind of file."""
+    from converter.io import sniff
+
+    path = Path(path)
+    if not path.exists():
+        raise ConverterError(f"{path}: no such file")
+    kind = sniff.identify_path(path)
+    if kind == "safetensors":
+        return kind
+    if kind in ("caffe2torch_pt", "pytorch", "pickle"):  # _read_pt says what else it holds
+        return "pt"
+    if kind is None:
+        return "pt" if path.suffix in (".pt", ".pth") else "safetensors"
+    head = b"" if path.is_dir() else sniff.read_head(path)
+    raise ConverterError(sniff.impostor_message(path, "converted", kind, head))
 
 
 def read_converted_header(
@@ -275,7 +295,7 @@ def read_converted_header(
     A safetensors file is read from its header alone; a ``.pt`` file is loaded.
     """
     path = Path(path)
-    if path.is_file() and path.suffix not in (".pt", ".pth"):
+    if stored_format(path) == "safetensors":
         from safetensors import safe_open
 
         try:

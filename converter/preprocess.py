@@ -62,8 +62,10 @@ def load_input(
     """
     path = Path(path)
     net_input_shape = tuple(int(d) for d in net_input_shape)
-    if not path.is_file():
+    if not path.exists():
         raise ConverterError(f"{path}: no such input file")
+    if path.is_dir():
+        raise ConverterError(f"{path}: is a directory, expected an input file (.npy or an image)")
     if path.suffix.lower() == ".npy":
         if mean is not None or scale is not None:
             raise ConverterError(
@@ -214,7 +216,7 @@ def _mean_values(text: str) -> list[float] | None:
 
 def _mean_image(path: Path, channels: int) -> np.ndarray:
     """The (C, H, W) image of a .binaryproto mean file, checked against the net's channels."""
-    if not path.is_file():
+    if not path.exists():
         raise ConverterError(f"{path}: no such mean file (expected a .binaryproto or 'B,G,R')")
     blob = read_blob(path)
     while blob.ndim > 3 and blob.shape[0] == 1:

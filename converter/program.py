@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from converter.errors import ConverterError
+from converter.io import sniff
 from converter.io.atomic import atomic_write
 
 ONNX_OPSET = 18
@@ -234,7 +235,7 @@ def load_program(path: str | os.PathLike) -> LoadedProgram:
     path = Path(path)
     if not path.is_file():
         raise ConverterError(f"{path}: no such file")
-    if path.suffix == ".onnx":
+    if sniff.identify_path(path) == "onnx":  # by content, whatever the name
         run, stored = _onnx_runner(path)
     else:
         extra = {METADATA_KEY: ""}

@@ -172,7 +172,7 @@ def load_converted(path: str | os.PathLike, dtype):
                 "file or a --format code folder"
             )
         return load_code_folder(path).to(dtype)
-    if path.suffix in (".pt2", ".onnx"):
+    if _program_kind(path):
         from converter.program import load_program
 
         return load_program(path)
@@ -191,7 +191,7 @@ def converted_metadata(path: str | os.PathLike, net: Net) -> dict[str, str]:
     path = Path(path)
     if path.is_dir():
         return check_converted_source(path / "model.safetensors", net)
-    if path.suffix in (".pt2", ".onnx"):
+    if _program_kind(path):
         import json
 
         from converter.program import load_program
@@ -199,3 +199,11 @@ def converted_metadata(path: str | os.PathLike, net: Net) -> dict[str, str]:
         program = load_program(path)
         return json.loads(json.dumps(program.metadata))
     return check_converted_source(path, net)
+
+
+def _program_kind(path: Path) -> str | None:
+    """ "pt2" or "onnx" when ``path`` holds a program (by content, whatever its name)."""
+    from converter.io import sniff
+
+    kind = sniff.identify_path(path) if path.is_file() else None
+    return kind if kind in ("pt2", "onnx") else None

@@ -41,7 +41,7 @@ def one_line_error(capsys, *argv) -> str:
 def as_weights(capsys, path: Path) -> str:
     """The message for ``path`` given as the weights, the same from every command."""
     message = one_line_error(capsys, "inspect", PROTOTXT, path)
-    out = path.with_suffix(".safetensors")
+    out = path.with_name(f"{path.stem}_converted.safetensors")
     assert one_line_error(capsys, "convert", PROTOTXT, path, "-o", out) == message
     assert one_line_error(capsys, "verify", PROTOTXT, path) == message
     assert not out.exists()
@@ -156,14 +156,17 @@ BOTH_ROLES = {
     "rar archive": (lambda _: b"Rar!\x1a\x07\x01\x00" + b"\x00" * 40, ["RAR archive", "unrar x"]),
     "zstd data": (lambda _: b"\x28\xb5\x2f\xfd" + b"\x00" * 40, ["zstd-compressed", "zstd -dc"]),
     "onnx model": (lambda _: onnx_bytes(), ["ONNX model", "Caffe models"]),
-    "pytorch zip": (lambda _: torch_bytes(), ["PyTorch file (torch.save)", "converter.load"]),
+    "pytorch zip": (lambda _: torch_bytes(), ["PyTorch file (torch.save)", "Caffe models"]),
     "python pickle": (
         lambda _: pickle.dumps({"w": [1.0]}, protocol=2),
         ["Python pickle", "older PyTorch"],
     ),
     "numpy npy": (lambda _: npy_bytes(), ["NumPy .npy array", "verify --input"]),
     "numpy npz": (lambda _: npz_bytes(), ["NumPy .npz archive", "verify --reference"]),
-    "safetensors": (lambda _: safetensors_bytes(), ["safetensors file", "verify --converted"]),
+    "safetensors": (
+        lambda _: safetensors_bytes(),
+        ["safetensors file", "Caffe models", "converter.load", "--converted"],
+    ),
     "mean file": (
         lambda _: (KAIMING / "ResNet_mean.binaryproto").read_bytes(),
         ["single blob of shape (1, 3, 224, 224)", "binaryproto", "verify --mean"],
@@ -293,3 +296,108 @@ def test_truncated_caffemodel_says_by_how_much(capsys, tmp_path):
     assert message.endswith("; download or copy it again")
     overrun = int(message.split(" runs ")[1].split(" bytes")[0].replace(",", ""))
     assert 0 < overrun <= len(raw) - 300_000  # the rest of the layer the cut falls in
+
+
+# ----------------------------------------------------------------------------- our own outputs
+
+# format -> (output name, words saying what it is, words saying what to call instead)
+OURS = {
+    "pt2": ("r.pt2", "torch.export program (.pt2) (written by caffe2torch)", "torch.export.load"),
+    "onnx": ("r.onnx", "ONNX model (written by caffe2torch)", "onnxruntime"),
+    "detectron2": (
+        "r.pkl",
+        "detectron2 checkpoint (.pkl) (written by caffe2torch)",
+        "DetectionCheckpointer",
+    ),
+    "mmdet": ("r.pth", "mmdet / mmpretrain checkpoint (written by caffe2torch)", "load_checkpoint"),
+    "code": ("r_code", "caffe2torch --format code folder", "from model import load"),
+}
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory) -> dict[str, Path]:
+    """Every format convert writes, of the bundled ResNet-18 (w8), plus a PNG image."""
+    import converter
+
+    folder = tmp_path_factory.mktemp("outputs")
+    made = {}
+    for fmt, (name, _, _) in {**OURS, "safetensors": ("r.safetensors", "", "")}.items():
+        made[fmt] = converter.convert(PROTOTXT, CAFFEMODEL, folder / name, format=fmt)
+    made["png"] = folder / "photo.png"
+    made["png"].write_bytes(FIXTURES.parent.parent.joinpath("examples", "chelsea.png").read_bytes())
+    return made
+
+
+@pytest.mark.parametrize("fmt", sorted(OURS))
+def test_converter_load_names_our_own_outputs(outputs, fmt):
+    """converter.load (and what reads through it: verify --converted of a .pt/.pkl/.pth,
+    resnet50_caffe, examples/classify.py) said "not a readable safetensors file (header too
+    large)" or "is a directory" for them."""
+    import converter
+
+    _, what, call = OURS[fmt]
+    with pytest.raises(converter.ConverterError) as caught:
+        converter.load(outputs[fmt])
+    message = str(caught.value)
+    assert message.startswith(f"{outputs[fmt]}: is ") and what in message and call in message
+    assert "header too large" not in message
+
+
+@pytest.mark.parametrize("fmt", ["detectron2", "mmdet"])
+def test_verify_converted_names_a_framework_checkpoint(capsys, outputs, fmt):
+    """verify --converted of an mmdet .pth said "expected a dict with 'state_dict' ... as
+    written by caffe2torch convert", which wrote it."""
+    _, what, call = OURS[fmt]
+    message = one_line_error(capsys, "verify", PROTOTXT, CAFFEMODEL, "--converted", outputs[fmt])
+    assert what in message and call in message and "caffe2torch verify PROTOTXT" in message
+
+
+@pytest.mark.parametrize("fmt", [*sorted(OURS), "safetensors", "png"])
+def test_our_outputs_given_as_weights(capsys, outputs, fmt, tmp_path):
+    """inspect/convert/verify with one as the caffemodel: a .pt2 was "a zip archive holding
+    'archive/data/weights/weight_0' ... unpack it first", a PNG "field number 0", a code
+    folder "is a directory"."""
+    import shutil
+
+    copy = shutil.copytree if fmt == "code" else shutil.copy
+    message = as_weights(capsys, Path(copy(outputs[fmt], tmp_path / outputs[fmt].name)))
+    what = OURS[fmt][1] if fmt in OURS else {"safetensors": "safetensors", "png": "PNG image"}[fmt]
+    assert what in message and "not a caffemodel" in message
+    assert "unpack" not in message and "field number" not in message
+
+
+@pytest.mark.parametrize("kind", ["caffemodel", "png", "pt2", "prototxt", "code"])
+def test_mean_file_that_is_something_else(capsys, outputs, kind):
+    """--mean given a caffemodel said "blob declares shape () (1 values) but holds 0 values"."""
+    path = {"caffemodel": CAFFEMODEL, "prototxt": PROTOTXT}.get(kind) or outputs[kind]
+    image = outputs["png"]
+    message = one_line_error(
+        capsys, "verify", PROTOTXT, CAFFEMODEL, "--input", image, "--mean", path
+    )
+    assert message.startswith(f"{path}: is ") and "not a mean file (.binaryproto)" in message
+    assert "B,G,R" in message
+
+
+def test_a_renamed_output_is_read_by_its_content(capsys, outputs, tmp_path):
+    """Files are recognised by content, never by name: a .pt2 or a .pt under another
+    name is still run by verify --converted and loaded by converter.load."""
+    import shutil
+
+    import converter
+
+    program = shutil.copy(outputs["pt2"], tmp_path / "model.bin")
+    assert main(["verify", str(PROTOTXT), str(CAFFEMODEL), "--converted", str(program)]) == 0
+    weights = tmp_path / "weights.bin"
+    converter.convert(PROTOTXT, CAFFEMODEL, tmp_path / "w.pt")
+    shutil.copy(tmp_path / "w.pt", weights)
+    assert type(converter.load(weights)).__name__ == "CaffeResNet"
+
+
+def test_classify_example_names_our_outputs(capsys, outputs):
+    from test_examples import load_example
+
+    classify = load_example("classify")
+    for fmt in ("pt2", "code"):
+        assert classify.main([str(outputs[fmt]), str(outputs["png"])]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and OURS[fmt][1] in err[0] and OURS[fmt][2] in err[0], err

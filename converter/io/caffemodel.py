@@ -321,6 +321,7 @@ def read_weight_file(path: str | os.PathLike) -> WeightFile:
     and a truncated file, is a ConverterError that says what the file is.
     """
     path = Path(path)
+    sniff.check_not_code_folder(path, "caffemodel")
     buf = _map_file(path)
     head = bytes(buf[: sniff.HEAD_BYTES])
     kind = sniff.check_not_impostor(path, "caffemodel", head)
@@ -455,9 +456,18 @@ def read_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
 
 
 def read_blob(path: str | os.PathLike) -> np.ndarray:
-    """Read a ``.binaryproto`` file (one BlobProto, e.g. a mean image) as a NumPy array."""
+    """Read a ``.binaryproto`` file (one BlobProto, e.g. a mean image) as a NumPy array.
+    Another kind of file (a caffemodel, an image, ...) is a ConverterError saying what it is."""
     path = Path(path)
+    sniff.check_not_code_folder(path, "mean")
     buf = _map_file(path)
+    head = bytes(buf[: sniff.HEAD_BYTES])
+    sniff.check_not_impostor(path, "mean", head)
+    if sniff.looks_like_caffemodel(head) or sniff.is_text(head):
+        kind = "caffemodel" if sniff.looks_like_caffemodel(head) else "prototxt"
+        if kind == "prototxt" and not sniff.looks_like_prototxt(head):
+            raise ConverterError(sniff.short_text_message(path, "mean", bytes(buf[:4096])))
+        raise ConverterError(sniff.impostor_message(path, "mean", kind, head))
     try:
         array, _, _ = _parse_blob(buf, 0, len(buf))
     except (_WireError, ValueError, OverflowError) as exc:

@@ -27,6 +27,7 @@ def read_text(path: str | os.PathLike) -> str:
     and column.
     """
     path = Path(path)
+    sniff.check_not_code_folder(path, "prototxt")
     try:
         data = path.read_bytes()
     except OSError as exc:

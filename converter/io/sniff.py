@@ -14,6 +14,7 @@ sees a message about protobuf wire types for a file that was never a model.
 from __future__ import annotations
 
 import os
+import pickletools
 import re
 import tarfile
 import zipfile
@@ -45,10 +46,34 @@ WHAT = {
     "pickle": "a Python pickle (e.g. an older PyTorch .pt/.pth file)",
     "safetensors": "a safetensors file",
     "onnx": "an ONNX model",
+    # what ``identify_path`` tells apart with more than the first bytes: this tool's outputs
+    "pt2": "a torch.export program (.pt2)",
+    "caffe2torch_pt": "a caffe2torch .pt file (converted weights)",
+    "mmdet": "an mmdet / mmpretrain checkpoint",
+    "detectron2": "a detectron2 checkpoint (.pkl)",
+    "code": "a caffe2torch --format code folder",
+    "folder": "a folder",
+    "binaryproto": "a single blob (a .binaryproto, e.g. a mean image)",
+    "caffemodel": "a binary caffemodel (Caffe weights)",
+    "prototxt": "a prototxt (text net definition)",
+    # a photo given where a model goes
+    "png": "a PNG image",
+    "jpeg": "a JPEG image",
+    "gif": "a GIF image",
+    "bmp": "a BMP image",
+    "webp": "a WebP image",
+    "tiff": "a TIFF image",
 }
+IMAGES = {"png", "jpeg", "gif", "bmp", "webp", "tiff"}
 COMPRESSED = {"gzip": "gzip", "bz2": "bzip2", "xz": "xz", "zstd": "zstd"}  # kind -> tool
 ARCHIVES = {"zip", "7z", "rar", "tar"}
-_ROLE_NOUN = {"prototxt": "prototxt (text net definition)", "caffemodel": "caffemodel"}
+# role -> what the file was given as, for "not a ..."
+_ROLE_NOUN = {
+    "prototxt": "prototxt (text net definition)",
+    "caffemodel": "caffemodel",
+    "converted": "safetensors or .pt file of caffe2torch convert",
+    "mean": "mean file (.binaryproto)",
+}
 
 
 def read_head(path: str | os.PathLike, size: int = HEAD_BYTES) -> bytes:
@@ -83,10 +108,20 @@ def identify(head: bytes) -> str | None:
         (b"Rar!\x1a\x07", "rar"),
         (HDF5_SIGNATURE, "hdf5"),
         (b"\x93NUMPY", "npy"),
+        (b"\x89PNG\r\n\x1a\n", "png"),
+        (b"\xff\xd8\xff", "jpeg"),
+        (b"GIF87a", "gif"),
+        (b"GIF89a", "gif"),
+        (b"II*\x00", "tiff"),
+        (b"MM\x00*", "tiff"),
     )
     for signature, kind in signatures:
         if head.startswith(signature):
             return kind
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith(b"BM") and len(head) > 26 and head[14] in (12, 40, 52, 56, 108, 124):
+        return "bmp"  # the bitmap header's size says which header version follows
     if head[257:262] == b"ustar":
         return "tar"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
@@ -116,17 +151,113 @@ def _is_onnx(head: bytes) -> bool:
 
 
 def zip_kind(path: str | os.PathLike) -> tuple[str, list[str]]:
-    """("pytorch" | "npz" | "zip", member names) for a zip file."""
+    """("pt2" | "pytorch" | "npz" | "zip", member names) for a zip file."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError):
         return "zip", []
+    if any(name.endswith("/archive_format") for name in names):
+        return "pt2", names  # torch.export's archive (its content says "pt2")
     if any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
         return "pytorch", names
     if names and all(name.endswith(".npy") for name in names):
         return "npz", names
     return "zip", names
+
+
+def identify_path(path: str | os.PathLike) -> str | None:
+    """The kind of the file or folder at ``path`` (a key of ``WHAT``), by its content:
+    ``identify`` of its first bytes, refined where that needs more (a zip: a torch.export
+    program, a PyTorch file, a .npz; a PyTorch file: a caffe2torch .pt or an mmdet
+    checkpoint; a pickle: a detectron2 checkpoint), and a caffemodel or a prototxt told by
+    structure. A folder is "code" when it holds a --format code folder's model.py and
+    config.json. None: unknown bytes. ConverterError when it cannot be read."""
+    path = Path(path)
+    if path.is_dir():
+        return "code" if all((path / name).is_file() for name in CODE_FILES) else "folder"
+    head = read_head(path)
+    kind = identify(head)
+    if kind == "zip":
+        kind = zip_kind(path)[0]
+    if kind == "pytorch":
+        kind = _pytorch_kind(path)
+    if kind == "pickle" and b"__author__" in _tail(path):
+        kind = "detectron2"  # its checkpointer's own key, written last
+    if kind is None and looks_like_caffemodel(head):
+        kind = "caffemodel"
+    if kind is None and looks_like_prototxt(head):
+        kind = "prototxt"
+    if kind is None and os.path.getsize(path) <= BLOB_BYTES and not is_text(head):
+        from converter.io.caffemodel import blob_shape
+
+        kind = "binaryproto" if blob_shape(path.read_bytes()) is not None else None
+    return kind
+
+
+BLOB_BYTES = 64 << 20  # a larger file is not parsed whole to see whether it is one blob
+
+
+CODE_FILES = ("model.py", "config.json")  # what makes a folder a --format code folder
+
+
+def by_caffe2torch(path: str | os.PathLike, kind: str | None) -> bool:
+    """Whether a file of ``kind`` says it was written by caffe2torch (its metadata names the
+    producer): checked for the outputs of ``caffe2torch convert``."""
+    path = Path(path)
+    try:
+        if kind == "pt2":
+            with zipfile.ZipFile(path) as archive:
+                return any(n.endswith("/extra/caffe2torch.json") for n in archive.namelist())
+        if kind in ("caffe2torch_pt", "mmdet"):
+            return b"caffe2torch" in _pickled_strings(path)
+        if kind == "safetensors":
+            return b'"producer":"caffe2torch' in read_head(path, 1 << 16).replace(b" ", b"")
+        if kind in ("onnx", "detectron2"):
+            return b"caffe2torch" in _tail(path)  # ONNX metadata and the pickle's last keys
+    except (OSError, zipfile.BadZipFile, ValueError, ConverterError):
+        return False
+    return False
+
+
+def _tail(path: Path, size: int = 512) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(path) - size))
+            return handle.read(size)
+    except OSError:
+        return b""
+
+
+def _pickled_strings(path: Path) -> bytes:
+    """The text strings a zipped PyTorch file's data.pkl holds (dict keys, metadata values),
+    read with pickletools, which runs nothing."""
+    with zipfile.ZipFile(path) as archive:
+        name = next(n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
+        data = archive.read(name)
+    strings = []
+    try:
+        for opcode, argument, _ in pickletools.genops(data):
+            if isinstance(argument, str) and "UNICODE" in opcode.name:
+                strings.append(argument)
+    except (ValueError, EOFError):  # a damaged pickle: what was read so far
+        pass
+    return "\n".join(strings).encode("utf-8", "replace")
+
+
+def _pytorch_kind(path: Path) -> str:
+    """A zipped PyTorch file: "caffe2torch_pt" (``state_dict`` and ``metadata`` with an
+    architecture ``config``), "mmdet" (``state_dict`` and ``meta``, mmengine's checkpoint), or
+    any other "pytorch" file."""
+    try:
+        strings = set(_pickled_strings(path).decode("utf-8").split("\n"))
+    except (OSError, zipfile.BadZipFile, StopIteration, ValueError):
+        return "pytorch"
+    if {"state_dict", "metadata", "config"} <= strings:
+        return "caffe2torch_pt"
+    if {"state_dict", "meta"} <= strings:
+        return "mmdet"
+    return "pytorch"
 
 
 def tar_members(path: str | os.PathLike) -> list[str]:
@@ -264,25 +395,68 @@ def impostor_message(path: str | os.PathLike, role: str, kind: str, head: bytes)
         command = {"zip": "unzip", "7z": "7z x", "rar": "unrar x", "tar": "tar -xf"}[kind]
         return (
             f"{path}: is {what}{inside}, not a {noun}: unpack it first (`{command} {path}`) "
-            f"and pass the {'prototxt' if role == 'prototxt' else 'caffemodel'} inside"
+            f"and pass the {_ROLE_NOUN[role].split(' (')[0]} inside"
         )
     if kind == "hdf5":
+        if role == "caffemodel":
+            return f"{path}: is an HDF5 file but not Caffe's HDF5 weights"
         if role == "prototxt":
             return (
                 f"{path}: is an HDF5 file (Caffe's HDF5 weights?), not a prototxt: give the "
                 "prototxt first and the weights second"
             )
-        return f"{path}: is an HDF5 file but not Caffe's HDF5 weights"
-    advice = {
+        return f"{path}: is an HDF5 file (Caffe's HDF5 weights?), not a {noun}: " + _advice(
+            path, "caffemodel"
+        )
+    ours = by_caffe2torch(path, kind)
+    advice = _advice(path, kind)
+    if kind in ("onnx", "safetensors") and not ours:
+        advice = "caffe2torch reads Caffe models (a .prototxt and a .caffemodel); " + advice
+    if role == "mean":
+        advice += "; --mean takes a .binaryproto (one blob, e.g. a mean image) or B,G,R values"
+    return f"{path}: is {what}{' (written by caffe2torch)' if ours else ''}, not a {noun}: {advice}"
+
+
+def _advice(path: str | os.PathLike, kind: str) -> str:
+    """Where a file of ``kind`` goes instead (what to call, or which argument takes it)."""
+    check = f"`caffe2torch verify PROTOTXT CAFFEMODEL --converted {path}` checks it"
+    framework = {"detectron2": "detectron2's DetectionCheckpointer", "mmdet": "mmengine's "
+                 "load_checkpoint (mmdet / mmpretrain, ResNet style='caffe')"}  # fmt: skip
+    if kind in framework:
+        return (
+            f"it loads in {framework[kind]}; caffe2torch loads the safetensors or .pt file "
+            "that `caffe2torch convert` writes by default, and `caffe2torch verify PROTOTXT "
+            "CAFFEMODEL` checks the net itself"
+        )
+    if kind in IMAGES:
+        return "an image goes to `verify --input` (with --mean)"
+    return {
         "npy": "an input array goes to `verify --input`",
         "npz": "saved Caffe blobs go to `verify --reference`",
-        "pytorch": "caffe2torch reads Caffe models; a converted .pt loads with converter.load "
-        "or `verify --converted`",
-        "pickle": "caffe2torch reads Caffe models (a .prototxt and a .caffemodel)",
-        "safetensors": "a converted model loads with converter.load or `verify --converted`",
-        "onnx": "caffe2torch reads Caffe models (a .prototxt and a .caffemodel)",
-    }[kind]
-    return f"{path}: is {what}, not a {noun}: {advice}"
+        "pytorch": "caffe2torch reads Caffe models (a .prototxt and a .caffemodel) and the "
+        "safetensors or .pt files it writes",
+        "pickle": "caffe2torch reads Caffe models (a .prototxt and a .caffemodel) and the "
+        "safetensors or .pt files it writes",
+        "safetensors": f"a converted model loads with converter.load({str(path)!r}); {check}",
+        "caffe2torch_pt": f"a converted model loads with converter.load({str(path)!r}); {check}",
+        "onnx": f"run an ONNX model with onnxruntime (onnxruntime.InferenceSession); {check}",
+        "pt2": f"load it with torch.export.load({str(path)!r}).module(); {check}",
+        "code": "import its model.py (`from model import load`; load() gives the module), or "
+        f"load its model.safetensors with converter.load; {check}",
+        "folder": "give a file",
+        "binaryproto": "a mean file goes to `verify --mean`",
+        "caffemodel": "Caffe weights go with their prototxt: converter.load(PROTOTXT, "
+        "CAFFEMODEL), `caffe2torch convert PROTOTXT CAFFEMODEL`",
+        "prototxt": "a net definition goes with its weights: converter.load(PROTOTXT, "
+        "CAFFEMODEL), `caffe2torch convert PROTOTXT CAFFEMODEL`",
+    }.get(kind, "caffe2torch reads Caffe models (a .prototxt and a .caffemodel)")
+
+
+def check_not_code_folder(path: str | os.PathLike, role: str) -> None:
+    """Raise when ``path`` is a --format code folder given as the ``role`` file (any other
+    folder is left to the file's reader: "is a directory")."""
+    if Path(path).is_dir() and identify_path(path) == "code":
+        raise ConverterError(impostor_message(path, role, "code", b""))
 
 
 def check_not_impostor(path: str | os.PathLike, role: str, head: bytes) -> str | None:
@@ -292,6 +466,8 @@ def check_not_impostor(path: str | os.PathLike, role: str, head: bytes) -> str |
     kind = identify(head)
     if kind is None:
         return None
+    if kind in ("zip", "pytorch", "pickle"):  # which one: this tool's own outputs among them
+        kind = identify_path(path)
     if role == "caffemodel" and kind in ("hdf5", "gzip", "bz2", "xz"):
         return kind
     raise ConverterError(impostor_message(path, role, kind, head))
