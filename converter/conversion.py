@@ -51,8 +51,18 @@ def plan_conversion(net: Net, generic: bool, fuse_bn: bool = False) -> Plan:
 
     A ResNet is planned from its config alone: its modules are built only when a model is
     wanted (``build``), which a conversion never needs. ``fuse_bn`` folds BatchNorm+Scale
-    into the convs (ResNets only).
+    into the convs (ResNets only). Every check a conversion makes of the net is made here
+    (and of its weights, when a caffemodel was read: ``check_complete``), so that
+    ``inspect`` says a net converts exactly when ``convert`` converts it; ConverterError
+    for what it refuses.
     """
+    plan = _plan(net, generic, fuse_bn)
+    if net.weights_source is not None:
+        check_complete(plan, net.weights_source)
+    return plan
+
+
+def _plan(net: Net, generic: bool, fuse_bn: bool) -> Plan:
     reason = ""
     if not generic:
         from converter.resnet import recognize, resnet_arrays, state_shapes
@@ -91,7 +101,7 @@ def plan_conversion(net: Net, generic: bool, fuse_bn: bool = False) -> Plan:
         with torch.device("meta"):
             model = CaffeGraph(net)
     except ConverterError as exc:
-        if reason:
+        if reason and reason != str(exc):
             raise ConverterError(
                 f"{exc} (the ResNet converter did not apply either: {reason})"
             ) from None
@@ -256,7 +266,6 @@ def convert(
         with gc_paused():
             net = read_net(prototxt, caffemodel, input_shapes)
             plan = plan_conversion(net, generic, fuse_bn)
-            check_complete(plan, str(caffemodel))
             warn_non_finite(net)
             return write_target(target, net, plan, output, mean=mean, input=input, notes=notes)
     stop = threading.Event()
@@ -274,7 +283,6 @@ def convert(
                 if progress:
                     progress("read", 1, 1)
                 plan = plan_conversion(net, generic, fuse_bn)
-                check_complete(plan, str(caffemodel))
                 screen = pool.submit(_non_finite_arrays, net, plan.arrays)
                 write_progress = (
                     (lambda done, total: progress("write", done, total)) if progress else None

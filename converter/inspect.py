@@ -123,8 +123,10 @@ _NOT_RESNET = "not a ResNet of the form this converter handles: "  # recognize's
 def conversion_target(net: Net) -> dict:
     """Which module the net converts to: ``{"module": "CaffeResNet" | "generic" | None,
     "why": ...}``; ``why`` says why a net is not a ResNet of the form the ResNet converter
-    handles, and for None which layer types no module supports, or which layer's shape
-    Caffe would refuse."""
+    handles, and for None which layer types no module supports, or what a conversion refuses
+    (``plan_conversion``, the checks ``convert`` makes, run here: a layer Caffe would refuse,
+    a blob written twice, missing weights, ...)."""
+    from converter.conversion import plan_conversion
     from converter.layers.registry import supported_layer_types, unknown_layers_message
     from converter.resnet import recognize
 
@@ -134,18 +136,21 @@ def conversion_target(net: Net) -> dict:
         why = str(exc).removeprefix(f"{net.source}: ").removeprefix(_NOT_RESNET)
         if len(why) > 240:
             why = why[:237] + "..."
-    else:
-        blocks = "-".join(str(stage.blocks) for stage in config.stages)
-        return {"module": "CaffeResNet", "why": f"Kaiming's form, {config.block} blocks {blocks}"}
+        config = None
     supported = set(supported_layer_types())
     missing = [layer for layer in net.layers if layer.type not in supported]
     if missing:
         # every such layer at once, a Python layer with the module it loads
         listed = unknown_layers_message(net.source, missing, "without a module")
         return {"module": None, "why": listed.removeprefix(f"{net.source}: ")}
-    stop = shape_stop(net)
-    if stop is not None:  # every type known: a layer Caffe would refuse too
-        return {"module": None, "why": f"the net is refused: {stop['why']}"}
+    try:
+        plan_conversion(net, generic=False)
+    except ConverterError as exc:  # what convert would refuse
+        refused = str(exc).removeprefix(f"{net.source}: ")
+        return {"module": None, "why": f"the net is refused: {refused}"}
+    if config is not None:
+        blocks = "-".join(str(stage.blocks) for stage in config.stages)
+        return {"module": "CaffeResNet", "why": f"Kaiming's form, {config.block} blocks {blocks}"}
     return {"module": "generic", "why": why}
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
+import converter
 from conftest import (
     EDGE_CASES,
     FIXTURES,
     RESNET_CASES,
     load_case,
+    random_blobs,
     shared_case,
     shared_cases,
 )
@@ -77,7 +80,9 @@ def test_unknown_layer_type_still_lists_what_it_can(tmp_path, capsys):
 
 
 def test_inspect_does_not_import_torch():
-    """Reading and inspecting need NumPy and protobuf only; torch costs seconds to import."""
+    """Reading and inspecting a ResNet need NumPy and protobuf only; torch costs seconds to
+    import (a generic net's modules are built, on the meta device, to check what convert
+    checks)."""
     import subprocess
     import sys
 
@@ -89,3 +94,67 @@ def test_inspect_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "ResNet-50: 229 layers" in done.stdout
     assert done.stderr.strip() == "False"
+
+
+HEAD = """
+name: "n"
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
+"""
+CONV = (
+    'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+    "convolution_param { num_output: 4 kernel_size: 3 } }\n"
+)
+# net -> words of the reason convert refuses it (and inspect must give)
+REFUSED = {
+    "top written twice": (
+        CONV + 'layer { name: "again" type: "ReLU" bottom: "conv" top: "data" }',
+        "top blob 'data' is produced by multiple sources",
+    ),
+    "conv num_output 0": (CONV.replace("num_output: 4", "num_output: 0"), "num_output must be"),
+    "deconv num_output 0": (
+        CONV.replace("num_output: 4", "num_output: 0").replace('"Convolution"', '"Deconvolution"'),
+        "num_output must be",
+    ),
+    "inner product num_output 0": (
+        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+        "inner_product_param { num_output: 0 } }",
+        "weight filler",
+    ),
+    "conv bottoms of two shapes": (
+        'layer { name: "pool" type: "Pooling" bottom: "data" top: "half" '
+        "pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n"
+        'layer { name: "conv" type: "Convolution" bottom: "data" bottom: "half" top: "a" '
+        'top: "b" convolution_param { num_output: 4 kernel_size: 1 } }',
+        "same shape",
+    ),
+    "in place where the type cannot be": (
+        CONV + 'layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "conv" '
+        "inner_product_param { num_output: 2 } }",
+        "in place",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_inspect_says_nothing_converts_when_convert_refuses(capsys, tmp_path, case):
+    """inspect said "Converts to: the generic module" (0 parameters for num_output 0) where
+    convert refused: both now run plan_conversion, the one place a conversion's checks live."""
+    body, words = REFUSED[case]
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(HEAD + body + "\n")
+    assert main(["inspect", str(prototxt)]) == 0
+    module_line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert module_line.startswith("Converts to: nothing (the net is refused: "), module_line
+    assert words in module_line, module_line
+    net = converter.read_net(prototxt)
+    try:  # weights for it, where its shapes can be inferred
+        random_blobs(net, np.random.default_rng(0))
+    except converter.ConverterError:
+        pass
+    caffemodel = tmp_path / "net.caffemodel"
+    converter.write_caffemodel(net, caffemodel)
+    out = tmp_path / "net.safetensors"
+    assert main(["convert", str(prototxt), str(caffemodel), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and not out.exists(), err

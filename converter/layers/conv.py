@@ -100,6 +100,14 @@ def _conv_shapes(layer, bottoms: list[Shape], where: str) -> LayerShapes:
     kernel, stride, pad, dilation = conv_geometry(cp, spatial, where)
     channels = shape[axis]
     n_out, group = conv_channels(layer, channels)
+    if n_out <= 0:  # base_conv_layer.cpp, LayerSetUp: CHECK_GT(num_output_, 0)
+        raise ConverterError(f"{where}: num_output must be positive, found {n_out}")
+    for index, other in enumerate(bottoms[1:], 1):  # Reshape: one geometry for every pair
+        if other != shape:
+            raise ConverterError(
+                f"{where}: bottom {index} has shape {other}, bottom 0 {shape}; every bottom "
+                "of a convolution must have the same shape"
+            )
     if group <= 0 or channels % group or n_out % group:
         raise ConverterError(
             f"{where}: {channels} input and {n_out} output channels are not divisible "
@@ -195,6 +203,15 @@ def _inner_product_shapes(layer, bottoms: list[Shape], where: str) -> LayerShape
     axis = canonical_axis(ip.axis, len(bottoms[0]), where)
     k = math.prod(bottoms[0][axis:])
     n = ip.num_output
+    # Caffe fills every learned blob when it builds the net, even one a caffemodel then
+    # overwrites, and its fillers refuse an empty blob (filler.hpp: CHECK(count))
+    filler = "Caffe's weight filler refuses the empty weight blob when it builds the net"
+    if n == 0:
+        raise ConverterError(f"{where}: num_output must be positive, found 0 ({filler})")
+    if k == 0:
+        raise ConverterError(
+            f"{where}: the input {bottoms[0]} holds no values from axis {axis} on ({filler})"
+        )
     params = [(k, n) if ip.transpose else (n, k)] + ([(n,)] if ip.bias_term else [])
     return LayerShapes([bottoms[0][:axis] + (n,)], params)
 
