@@ -6,9 +6,9 @@ Bad input ends in one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -32,31 +32,45 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-# The options that only matter to a verification; given to ``convert``, they imply --verify.
-VERIFY_ONLY = ("reference", "input", "mean", "scale", "tol", "json", "plot")
+# Given to ``convert``, these imply --verify; --input not for detectron2/mmdet, where it is
+# what the stem-pool difference is measured on (those checkpoints run in their framework,
+# not here, so with them the others are refused).
+IMPLY_VERIFY = ("reference", "input", "tol", "json", "plot")
+# The model's input convention: recorded in every format's output (and applied to an image
+# --input); they never imply --verify.
+CONVENTION = ("mean", "scale")
+CHECKPOINTS = ("detectron2", "mmdet")
 
 
 def _convert(args: argparse.Namespace) -> int:
     from converter.conversion import convert
     from converter.export import default_output, output_format
+    from converter.io.atomic import check_writable
     from converter.progress import PhaseBars
 
-    output = args.output or default_output(args.caffemodel, args.format)
-    # a name that does not fit the format: before any work
+    output = (
+        args.output if args.output is not None else default_output(args.caffemodel, args.format)
+    )
+    # every argument is checked before anything is written: a name that does not fit the
+    # format, an output that cannot be written, the verification's options
     target = output_format(output, args.format)
-    checkpoint = target in ("detectron2", "mmdet")
-    # --mean records the input convention of a code folder or checkpoint, and --input is
-    # what a checkpoint's stem-pool difference is measured on: there they imply no --verify
-    own = ("mean", "input") if checkpoint else ("mean",) if target == "code" else ()
-    implying = [o for o in VERIFY_ONLY if o not in own]
-    verify = args.verify or any(getattr(args, option) is not None for option in implying)
+    checkpoint = target in CHECKPOINTS
+    implying = [o for o in IMPLY_VERIFY if not (checkpoint and o == "input")]
+    given = [f"--{o}" for o in implying if getattr(args, o) is not None]
+    verify = args.verify or bool(given)
     if verify and checkpoint:
+        asked = f" (asked for by {', '.join(given)})" if given and not args.verify else ""
         raise ConverterError(
-            f"{output}: --verify runs what caffe2torch can load; a {target} checkpoint runs in "
-            f"{target} (check the net itself with: caffe2torch verify PROTOTXT CAFFEMODEL)"
+            f"{output}: --verify runs what caffe2torch can load{asked}; a {target} checkpoint "
+            f"runs in {target} (check the net itself with: caffe2torch verify PROTOTXT "
+            "CAFFEMODEL)"
         )
-    if verify:
-        _check_verify_options(args)
+    check_writable(output, folder=target == "code")
+    checks = _verify_checks(args) if verify else _input_checks(args) if checkpoint else None
+    if verify and args.input is None:  # the mean and scale are the convention, not for noise
+        verify_args = argparse.Namespace(**{**vars(args), "mean": None, "scale": None})
+    else:
+        verify_args = args
     bars = PhaseBars(enabled=not args.quiet)
     try:
         path = convert(
@@ -70,16 +84,16 @@ def _convert(args: argparse.Namespace) -> int:
             hash_sources=args.hash,
             input_shapes=input_shapes(args.input_shape),
             mean=args.mean,
+            scale=args.scale,
             input=args.input,
             notes=lambda text: print(text, file=_text_stream(args)),
+            check=checks and (lambda net: checks(net, verify_args)),
         )
     finally:
         bars.close()
     print(f"wrote {path}", file=_text_stream(args))
     if verify:
-        if "mean" in own and args.input is None:  # the mean was for the export, not noise
-            args = argparse.Namespace(**{**vars(args), "mean": None})
-        report = _run_verify(args, converted=path)
+        report = _run_verify(verify_args, converted=path)
         if target == "code":
             from converter.codegen.folder import record_parity
 
@@ -88,17 +102,64 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_checks(args: argparse.Namespace):
+    """What verify would refuse, refused before the conversion writes anything: the report
+    files (``_check_report_paths``) now, the options that need the net once it is read."""
+    _check_report_paths(args)
+
+    def check(net, verify_args: argparse.Namespace) -> None:
+        from converter.verify import check_options
+
+        check_options(
+            net,
+            reference=verify_args.reference or "auto",
+            input=verify_args.input,
+            mean=verify_args.mean,
+            scale=verify_args.scale,
+            tolerance=verify_args.tol,
+        )
+
+    return check
+
+
+def _input_checks(args: argparse.Namespace):
+    """A checkpoint's --input (what its stem-pool difference is measured on, after the file
+    is written), read once the net is known, before anything is written."""
+    if args.input is None:
+        return None
+
+    def check(net, _args: argparse.Namespace) -> None:
+        from converter.preprocess import load_input
+
+        shape = next(iter(net.input_shapes().values()))
+        load_input(args.input, (1, *shape[1:]))
+
+    return check
+
+
 def _text_stream(args: argparse.Namespace):
     """Where the text report goes: stdout, unless ``--json -`` takes it for the JSON."""
     return sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
 
 
-def _check_verify_options(args: argparse.Namespace) -> None:
-    """Options that would fail after minutes of work fail now, in one line."""
-    from converter.parity import PLOT_INSTALL
+def _check_report_paths(args: argparse.Namespace) -> None:
+    """Report files that would fail after minutes of work fail now, in one line: an
+    unwritable --json or --plot, --plot without a working matplotlib or in a format it
+    cannot draw."""
+    from converter.io.atomic import check_writable
 
-    if args.plot and importlib.util.find_spec("matplotlib") is None:
-        raise ConverterError(f"{args.plot}: --plot needs matplotlib; {PLOT_INSTALL}")
+    if args.json is not None and args.json != "-":
+        check_writable(args.json)
+    if args.plot is not None:
+        if args.plot == "-":
+            raise ConverterError(
+                "--plot -: a plot is written to a file (.png, .svg or .pdf); '-' (stdout) is "
+                "for --json"
+            )
+        from converter.parity import plot_format
+
+        check_writable(args.plot)
+        plot_format(args.plot)
 
 
 def _run_verify(args: argparse.Namespace, converted=None):
@@ -133,7 +194,7 @@ def _run_verify(args: argparse.Namespace, converted=None):
 
 
 def _verify(args: argparse.Namespace) -> int:
-    _check_verify_options(args)
+    _check_report_paths(args)
     report = _run_verify(args, converted=args.converted)
     return report.exit_code
 
@@ -172,6 +233,36 @@ def input_shapes(values: Sequence[str] | None) -> dict[str, tuple[int, ...]] | t
     return bare[0] if bare else named
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, its errors on one line as every other error of the command is."""
+
+    def error(self, message: str):
+        self.exit(2, f"caffe2torch: error: {_one_line(message)} (see: {self.prog} --help)\n")
+
+
+def _given(text: str) -> str:
+    """A file name or value: an empty one (``-o ''``) is refused rather than read as "not
+    given" (which for ``-o`` meant the default name)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give a value or leave the option out")
+    return text
+
+
+# Options whose values may start with '-' followed by a digit ("-1,3,224,224" is a bad shape
+# to report as such, not an unknown option); given so, the value is joined to its option.
+_DASHED_VALUES = ("--input-shape", "--mean")
+
+
+def _join_dashed_values(argv: Sequence[str]) -> list[str]:
+    joined: list[str] = []
+    for arg in argv:
+        if joined and joined[-1] in _DASHED_VALUES and re.match(r"-[\d.]", arg):
+            joined[-1] = f"{joined[-1]}={arg}"
+        else:
+            joined.append(arg)
+    return joined
+
+
 def _add_net_options(parser: argparse.ArgumentParser) -> None:
     """The options every command takes: how to read the net."""
     parser.add_argument(
@@ -185,6 +276,7 @@ def _add_net_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layers",
         action="append",
+        type=_given,
         metavar="FILE.py",
         help="import this Python file first: it registers your own layer types by calling "
         "converter.register_layer (README: 'Adding a layer type'); repeatable",
@@ -198,16 +290,20 @@ def _add_verify_options(parser: argparse.ArgumentParser, implied: bool = False) 
     group = parser.add_argument_group(title)
     group.add_argument(
         "--reference",
+        type=_given,
         help="auto (pycaffe, else OpenCV, else numpy; the report says which ran and why), "
         "numpy, opencv, caffe, or a .npz of blobs saved from a real Caffe run (default: auto)",
     )
     group.add_argument(
         "--input",
+        type=_given,
         help="a .npy (NCHW, preprocessed) or an image file (resized, center-cropped, BGR 0-255 "
         "minus --mean); default: deterministic random N(0, 50) noise",
     )
     group.add_argument(
-        "--mean", help="for an image --input: the mean to subtract, FILE.binaryproto or B,G,R"
+        "--mean",
+        type=_given,
+        help="for an image --input: the mean to subtract, FILE.binaryproto or B,G,R",
     )
     group.add_argument(
         "--scale", type=float, help="for an image --input: multiply by this after the mean"
@@ -219,10 +315,16 @@ def _add_verify_options(parser: argparse.ArgumentParser, implied: bool = False) 
         "against float32 references 1e-3, or 8x our own float32 rounding error if larger)",
     )
     group.add_argument(
-        "--json", metavar="FILE", help="also write the report as JSON ('-': to stdout)"
+        "--json",
+        type=_given,
+        metavar="FILE",
+        help="also write the report as JSON ('-': to stdout)",
     )
     group.add_argument(
-        "--plot", metavar="FILE", help="draw relative error per blob (.png, .svg, .pdf)"
+        "--plot",
+        type=_given,
+        metavar="FILE",
+        help="draw relative error per blob (.png, .svg, .pdf)",
     )
 
 
@@ -242,7 +344,7 @@ def _subcommand(commands, name: str, summary: str, description: str, examples: l
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="caffe2torch",
         description="Convert Caffe models to PyTorch and prove the numbers match.",
         epilog="Run 'caffe2torch COMMAND --help' for a command's options and examples.",
@@ -265,11 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--reference blobs.npz --input input.npy   # converts, then verifies",
         ],
     )
-    convert.add_argument("prototxt", help="the net definition (deploy.prototxt)")
-    convert.add_argument("caffemodel", help="the trained weights (.caffemodel)")
+    convert.add_argument("prototxt", type=_given, help="the net definition (deploy.prototxt)")
+    convert.add_argument("caffemodel", type=_given, help="the trained weights (.caffemodel)")
     convert.add_argument(
         "-o",
         "--output",
+        type=_given,
         help="output file, named for its format: .safetensors, .pt/.pth, .pt2, .onnx, .pkl "
         "(detectron2), .pth (mmdet), or a folder for --format code (default: the "
         "caffemodel's name, in this folder)",
@@ -320,10 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--reference numpy",
         ],
     )
-    verify.add_argument("prototxt", help="the net definition (deploy.prototxt)")
-    verify.add_argument("caffemodel", help="the trained weights (.caffemodel)")
+    verify.add_argument("prototxt", type=_given, help="the net definition (deploy.prototxt)")
+    verify.add_argument("caffemodel", type=_given, help="the trained weights (.caffemodel)")
     verify.add_argument(
         "--converted",
+        type=_given,
         metavar="PATH",
         help="check this converted output instead of converting now: a safetensors, .pt, "
         ".pt2 or .onnx file, or a --format code folder",
@@ -347,8 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
             "caffe2torch inspect deploy.prototxt --layers mylayers.py   # your own layer types",
         ],
     )
-    inspect.add_argument("prototxt", help="the net definition (deploy.prototxt)")
-    inspect.add_argument("caffemodel", nargs="?", help="weights, to show and check stored blobs")
+    inspect.add_argument("prototxt", type=_given, help="the net definition (deploy.prototxt)")
+    inspect.add_argument(
+        "caffemodel", nargs="?", type=_given, help="weights, to show and check stored blobs"
+    )
     inspect.add_argument(
         "--json", action="store_true", help="print the layer table and totals as JSON"
     )
@@ -365,7 +471,7 @@ def _one_line(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_dashed_values(sys.argv[1:] if argv is None else argv))
     with warnings.catch_warnings():
         show_others = warnings.showwarning
 

@@ -233,6 +233,8 @@ def convert(
     mean: str | None = None,
     input: str | os.PathLike | None = None,
     notes: Callable[[str], None] | None = None,
+    scale: float | None = None,
+    check: Callable[[Net], None] | None = None,
 ) -> Path:
     """Convert a Caffe model to a safetensors (default) or ``.pt`` file, or to one of the
     other ``export.FORMATS`` (``converter.targets``); returns the path written.
@@ -250,6 +252,8 @@ def convert(
     ``mean`` (a mean file or "B,G,R"), ``input`` and ``notes`` serve the other formats:
     the input convention they record, what detectron2/mmdet differences are measured on,
     and where what the user must know about the output is told.
+    ``check(net)`` runs once the net is read and planned, before anything is written: the
+    command line checks there what a verification after the conversion would refuse.
     """
     prototxt, caffemodel = Path(prototxt), Path(caffemodel)
     for source in (prototxt, caffemodel):
@@ -266,6 +270,8 @@ def convert(
         with gc_paused():
             net = read_net(prototxt, caffemodel, input_shapes)
             plan = plan_conversion(net, generic, fuse_bn)
+            if check is not None:
+                check(net)
             warn_non_finite(net)
             return write_target(target, net, plan, output, mean=mean, input=input, notes=notes)
     stop = threading.Event()
@@ -283,6 +289,8 @@ def convert(
                 if progress:
                     progress("read", 1, 1)
                 plan = plan_conversion(net, generic, fuse_bn)
+                if check is not None:
+                    check(net)
                 screen = pool.submit(_non_finite_arrays, net, plan.arrays)
                 write_progress = (
                     (lambda done, total: progress("write", done, total)) if progress else None

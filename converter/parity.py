@@ -9,6 +9,7 @@ place (BatchNorm, Scale, ReLU onto ``conv1``) holds its value after the last in-
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 from collections.abc import Collection, Mapping, Sequence
@@ -519,20 +520,36 @@ def _tol(value: float) -> str:
 # ----------------------------------------------------------------------------- plot
 
 
+def plot_format(path: str | os.PathLike) -> str:
+    """The format a plot at ``path`` is drawn in (its suffix; png without one). ConverterError
+    when matplotlib is missing or fails to import, or cannot draw that format: checked before
+    a verification runs, not after."""
+    try:
+        import matplotlib.figure  # noqa: F401  (what plot_report draws on)
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    except Exception as exc:  # missing, or installed but broken (a part built for another NumPy)
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ConverterError(f"{path}: --plot needs matplotlib; {PLOT_INSTALL}") from None
+        raise ConverterError(
+            f"{path}: --plot: matplotlib fails to import ({type(exc).__name__}: {exc}); "
+            f"{PLOT_INSTALL}"
+        ) from None
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    if fmt not in FigureCanvasAgg.get_supported_filetypes():
+        raise ConverterError(f"{path}: cannot plot to a '.{fmt}' file; use .png, .svg or .pdf")
+    return fmt
+
+
 def plot_report(report: ParityReport, path: str | os.PathLike) -> None:
     """Relative error of each blob along network depth (log scale), tolerance as a line.
 
     Uses matplotlib's Agg canvas directly (no pyplot, no global backend change). The file
     format follows the suffix (png, svg, pdf); the write is atomic.
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ConverterError(f"{path}: --plot needs matplotlib; {PLOT_INSTALL}") from None
-    fmt = Path(path).suffix.lstrip(".").lower() or "png"
-    if fmt not in FigureCanvasAgg.get_supported_filetypes():
-        raise ConverterError(f"{path}: cannot plot to a '.{fmt}' file; use .png, .svg or .pdf")
+    fmt = plot_format(path)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     rows = report.rows
     fig = Figure(figsize=(max(8.0, min(20.0, 0.06 * len(rows) + 6)), 4.8), dpi=110)
     FigureCanvasAgg(fig)

@@ -100,6 +100,55 @@ def _choose_input(
     return x, described
 
 
+REFERENCES = ("auto", "numpy", "opencv", "caffe")  # or a .npz of saved blobs
+
+
+def check_options(
+    net: Net,
+    reference: str | os.PathLike = "auto",
+    input: str | os.PathLike | np.ndarray | None = None,
+    mean: str | None = None,
+    scale: float | None = None,
+    tolerance: float | None = None,
+) -> None:
+    """Raise the ConverterError ``verify`` would raise for these options on ``net``, without
+    running anything: ``convert --verify`` checks them before it writes its output. The
+    checks are verify's own (``_check_tolerance``, ``_check_reference``, ``_choose_input``);
+    a .npz reference is checked to be one, its blobs are read by the run."""
+    from converter.io import sniff
+
+    _check_tolerance(tolerance)
+    reference = _check_reference(reference)
+    if reference.endswith(".npz"):
+        kind = sniff.identify_path(reference) if Path(reference).exists() else None
+        if not Path(reference).is_file() or kind not in ("npz", "zip"):
+            from converter.references import saved_blobs
+
+            saved_blobs(reference)  # says what is wrong with it
+    if input is not None or mean is not None or scale is not None:
+        _choose_input(net, input, mean, scale, None)
+
+
+def _check_tolerance(tolerance: float | None) -> None:
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ConverterError(f"tolerance must be a finite number >= 0, not {tolerance}")
+
+
+def _check_reference(reference: str | os.PathLike) -> str:
+    """``reference`` as a string: one of ``REFERENCES`` or a .npz path."""
+    reference = os.fspath(reference)
+    if reference not in REFERENCES and not reference.endswith(".npz"):
+        choices = "use auto, numpy, opencv, caffe or a .npz file of blobs saved from Caffe"
+        if Path(reference).exists():
+            from converter.io import sniff
+
+            kind = sniff.identify_path(reference)
+            what = sniff.WHAT[kind] if kind else "not a .npz file"
+            raise ConverterError(f"{reference}: --reference: is {what}; {choices}")
+        raise ConverterError(f"unknown reference '{reference}': {choices}")
+    return reference
+
+
 def _check_converted_input(model: nn.Module, net: Net, converted: str | os.PathLike) -> None:
     """A converted file of another net would fail deep inside torch: say so up front."""
     config = model.caffe_config()
@@ -194,9 +243,8 @@ def verify(
     """
     from converter import references
 
-    reference = os.fspath(reference)
-    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
-        raise ConverterError(f"tolerance must be a finite number >= 0, not {tolerance}")
+    reference = _check_reference(reference)
+    _check_tolerance(tolerance)
     net = read_net(prototxt, caffemodel, input_shapes)
     net.shapes()  # a net our shape rules reject never reaches OpenCV or Caffe: they may crash
     metadata = None
@@ -222,12 +270,8 @@ def verify(
         candidates, choice = ["caffe", "opencv"], ""
     elif reference in ("opencv", "caffe"):
         candidates, choice = [reference], "as asked"
-    elif reference == "numpy":
+    else:  # numpy (_check_reference refused any other)
         candidates, choice = [], "as asked"
-    else:
-        raise ConverterError(
-            f"unknown reference '{reference}': use auto, numpy, opencv, caffe or a .npz file"
-        )
     input_name, declared = next(iter(net.input_shapes().items()))
     if input is None and saved is None:
         _check_memory(net, input_name, declared)  # before making the random input

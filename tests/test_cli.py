@@ -3,7 +3,6 @@ progress only on a terminal, inspect totals that say what they cover."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import shlex
@@ -14,7 +13,7 @@ import pytest
 import converter
 from conftest import KAIMING, ROOT, load_case
 from converter import progress
-from converter.cli import VERIFY_ONLY, build_parser, main
+from converter.cli import CONVENTION, IMPLY_VERIFY, build_parser, main
 
 
 def run(capsys, *args) -> tuple[int, str, str]:
@@ -56,12 +55,13 @@ def test_verify_options_given_to_convert_imply_verify(capsys, tmp_path):
     assert code == 0
     assert out.startswith(f"wrote {out_file}\nReference: saved blobs blobs.npz")
     assert out.strip().splitlines()[-1].startswith("PASS: 9 blobs")
-    # every verify-only option counts, each on its own
+    # every verification option counts, each on its own
     parser = build_parser()
-    for option in VERIFY_ONLY:
+    for option in IMPLY_VERIFY + CONVENTION:
         args = parser.parse_args(["convert", "p", "m", f"--{option}", "1"])
         assert getattr(args, option) is not None
-    assert set(VERIFY_ONLY) == {"reference", "input", "mean", "scale", "tol", "json", "plot"}
+    assert set(IMPLY_VERIFY) == {"reference", "input", "tol", "json", "plot"}
+    assert set(CONVENTION) == {"mean", "scale"}
     # without any of them, no verification
     code, out, _ = run(capsys, "convert", case.prototxt, case.caffemodel, "-o", out_file)
     assert code == 0 and out == f"wrote {out_file}\n"
@@ -85,10 +85,9 @@ def test_json_dash_writes_the_report_to_stdout(capsys, tmp_path):
 
 
 def test_plot_without_matplotlib_fails_before_running(capsys, tmp_path, monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name)
-    )
+    for name in [m for m in sys.modules if m.split(".")[0] == "matplotlib"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
     case = load_case("resnet18_w8")
     for argv in (
         ["verify", case.prototxt, case.caffemodel, "--plot", tmp_path / "e.png"],
@@ -242,3 +241,121 @@ def test_readme_first_command_checks_against_real_caffe(capsys, tmp_path, monkey
     assert code == 0, out
     assert out.splitlines()[1].startswith("Reference: saved blobs blobs.npz")
     assert out.strip().splitlines()[-1].startswith("PASS")
+
+
+# ----------------------------------------------------------------------------- checked first
+
+R18 = load_case("resnet18_w8")
+# a bad argument -> words its one-line error must hold
+BAD_VERIFY_OPTIONS = {
+    "missing input": (["--input", "nonexist.png"], "nonexist.png: no such input file"),
+    "missing reference": (["--reference", "/nonexist.npz"], "/nonexist.npz: no such file"),
+    "unknown reference": (["--reference", "bogus"], "unknown reference 'bogus'"),
+    "a caffemodel as reference": (
+        ["--reference", str(R18.caffemodel)],
+        "is a binary caffemodel",
+    ),
+    "negative tolerance": (["--tol", "-1"], "tolerance must be"),
+    "mean for an array": (
+        ["--input", str(R18.folder / "input.npy"), "--mean", "104,117,123"],
+        "--mean and --scale apply to an image input",
+    ),
+    "mean of the wrong length": (
+        ["--input", str(ROOT / "examples" / "chelsea.png"), "--mean", "1,2"],
+        "expected 3 comma-separated values",
+    ),
+    "unwritable json": (["--json", "/nonexist/report.json"], "/nonexist does not exist"),
+    "plot to stdout": (["--plot", "-"], "'-' (stdout) is for --json"),
+    "plot format": (["--plot", "errors.bogus"], "cannot plot to a '.bogus' file"),
+}
+FORMATS = {
+    "safetensors": ["-o", "m.safetensors"],
+    "pt": ["-o", "m.pt"],
+    "code": ["-o", "m_code", "--format", "code"],
+    "onnx": ["-o", "m.onnx"],
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("bad", sorted(BAD_VERIFY_OPTIONS))
+def test_convert_checks_every_verify_option_before_writing(capsys, tmp_path, monkeypatch, fmt, bad):
+    """convert wrote its output (a code folder whose card said "Not verified"), then
+    stopped on the verification's options; now nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    extra, words = BAD_VERIFY_OPTIONS[bad]
+    code, out, err = run(capsys, "convert", R18.prototxt, R18.caffemodel, *FORMATS[fmt], *extra)
+    assert code == 2 and out == ""
+    one_line_error(err, words)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["detectron2", "mmdet"])
+def test_checkpoint_input_is_checked_before_writing(capsys, tmp_path, fmt):
+    """A checkpoint's --input (what the stem-pool difference is measured on, after the file
+    was written) is read before writing; verification options are refused."""
+    out_file = tmp_path / ("m.pkl" if fmt == "detectron2" else "m.pth")
+    argv = ["convert", R18.prototxt, R18.caffemodel, "-o", out_file, "--format", fmt]
+    code, _, err = run(capsys, *argv, "--input", tmp_path / "nonexist.png")
+    assert code == 2
+    one_line_error(err, "nonexist.png: no such input file")
+    code, _, err = run(capsys, *argv, "--tol", "1e-3")
+    assert code == 2
+    one_line_error(err, "--verify runs what caffe2torch can load (asked for by --tol)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_checks_its_report_files_before_running(capsys, tmp_path):
+    """--json to an unwritable place failed only after the full verify printed PASS."""
+    for extra, words in (
+        (["--json", tmp_path / "no" / "r.json"], "does not exist"),
+        (["--plot", "-"], "'-' (stdout) is for --json"),
+        (["--plot", tmp_path / "e.bogus"], "cannot plot"),
+    ):
+        code, out, err = run(capsys, "verify", R18.prototxt, R18.caffemodel, *extra)
+        assert code == 2 and out == "", out
+        one_line_error(err, words)
+
+
+def test_matplotlib_that_fails_to_import_fails_before_running(capsys, tmp_path, monkeypatch):
+    """Installed but broken (it raised at import): one line before any work, not a traceback
+    after the verification."""
+    for name in [m for m in sys.modules if m.split(".")[0] == "matplotlib"]:
+        monkeypatch.delitem(sys.modules, name)
+
+    class Broken:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "matplotlib" and name != "matplotlib":
+                raise RuntimeError("built for another NumPy")
+            return None
+
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    code, out, err = run(
+        capsys, "verify", R18.prototxt, R18.caffemodel, "--plot", tmp_path / "e.png"
+    )
+    assert code == 2 and out == ""
+    one_line_error(err, "matplotlib fails to import", "built for another NumPy")
+
+
+@pytest.mark.parametrize("option", ["-o", "--json", "--plot", "--input", "--mean", "--reference"])
+def test_an_empty_name_is_refused(capsys, tmp_path, monkeypatch, option):
+    """`-o ''` silently wrote to the default name."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(["convert", str(R18.prototxt), str(R18.caffemodel), option, ""])
+    assert done.value.code == 2
+    one_line_error(capsys.readouterr().err, option, "empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_shape_starting_with_a_minus_is_a_bad_shape(capsys):
+    """`--input-shape -1,3,224,224` gave argparse's "expected one argument"."""
+    code, _, err = run(capsys, "inspect", R18.prototxt, "--input-shape", "-1,3,224,224")
+    assert code == 2
+    one_line_error(err, "--input-shape -1,3,224,224", "positive integers")
+
+
+def test_argparse_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["convert", str(R18.prototxt)])
+    assert done.value.code == 2
+    one_line_error(capsys.readouterr().err, "caffemodel", "caffe2torch convert --help")

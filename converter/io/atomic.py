@@ -140,6 +140,23 @@ def atomic_folder(path: str | os.PathLike, replaceable: Collection[str]) -> Iter
             shutil.rmtree(old, ignore_errors=True)
 
 
+def check_writable(path: str | os.PathLike, folder: bool = False) -> None:
+    """Refuse (ConverterError), before any work is done, an output that ``atomic_write``
+    (``folder``: ``atomic_folder``) could not write: a folder that is missing or not writable,
+    a file output that is a folder, a folder output that is a file."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        missing = "is not a folder" if parent.exists() else "does not exist"
+        raise ConverterError(f"{path}: cannot write: {parent} {missing}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConverterError(f"{path}: cannot write (permission denied in {parent})")
+    if folder and path.is_file():
+        raise ConverterError(f"{path}: is a file; this format writes a folder")
+    if not folder and path.is_dir():
+        raise ConverterError(f"{path}: is a directory, expected an output file name")
+
+
 def check_folder_replaceable(path: Path, replaceable: Collection[str]) -> None:
     """Refuse (ConverterError) an output folder that exists as a file or holds other files."""
     if path.is_file():
