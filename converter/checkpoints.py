@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from converter.errors import ConverterError
 from converter.fuse import conv_of
 from converter.io.atomic import atomic_write
 from converter.resnet.config import ResNetConfig, block_specs
+
+if TYPE_CHECKING:
+    from converter.preprocess import InputConvention
 
 FRAMEWORKS = ("detectron2", "mmdet")
 FRAMEWORK_BN_EPS = 1e-5  # FrozenBatchNorm2d's and BatchNorm2d's default, fixed in both
@@ -192,9 +196,11 @@ def settings_text(
     config: ResNetConfig,
     depth: int,
     path: str | os.PathLike,
-    means: Sequence[float] | None,
+    convention: InputConvention,
 ) -> str:
-    """The lines a user puts in their framework config to use the checkpoint."""
+    """The lines a user puts in their framework config to use the checkpoint; the mean and
+    std from the input convention ((x - mean) * scale is (x - mean) / std, std = 1 / scale)."""
+    means = convention.mean
     mean = "[" + ", ".join(f"{m:.3f}" for m in means) + "]" if means is not None else "[B, G, R]"
     note = (
         []
@@ -204,7 +210,7 @@ def settings_text(
             "Kaiming's ResNet_mean.binaryproto: [103.063, 115.903, 123.152])"
         ]
     )
-    std = "[" + ", ".join(["1.0"] * config.input_shape[1]) + "]"
+    std = "[" + ", ".join([str(round(convention.std, 6))] * config.input_shape[1]) + "]"
     bottleneck = config.block == "bottleneck"
     base, stem = config.stages[0].width, config.stem_channels
     if framework == "detectron2":

@@ -29,6 +29,8 @@ from converter.net import Net, gc_paused, read_net
 if TYPE_CHECKING:
     from torch import nn
 
+    from converter.preprocess import InputConvention
+
 INPUT_CONVENTION = (
     "Caffe convention: NCHW, BGR channel order, values 0-255 minus the training mean "
     "(per-pixel or per-channel), no division by a std"
@@ -201,9 +203,17 @@ def _hash_metadata(hashes: dict[str, str]) -> dict[str, str]:
     return {f"source_{name}_sha256": value for name, value in hashes.items()}
 
 
-def file_metadata(plan: Plan, net: Net) -> dict[str, str]:
-    """The file's metadata (the sources' hashes join it later, when asked for)."""
+def file_metadata(
+    plan: Plan, net: Net, convention: InputConvention | None = None
+) -> dict[str, str]:
+    """The file's metadata (the sources' hashes join it later, when asked for).
+
+    ``convention``: the input convention to record (``preprocess.input_convention``; by
+    default what the prototxt says: a training net's transform_param)."""
+    from converter.preprocess import input_convention
+
     shapes = {name: list(shape) for name, shape in net.input_shapes().items()}
+    convention = convention or input_convention(net)
     return {
         "format": "pt",
         "producer": f"caffe2torch {__version__}",
@@ -214,6 +224,9 @@ def file_metadata(plan: Plan, net: Net) -> dict[str, str]:
         "input_names": json.dumps(list(shapes)),
         "input_shapes": json.dumps(shapes),
         "input_convention": INPUT_CONVENTION,
+        "input_mean": json.dumps(None if convention.mean is None else list(convention.mean)),
+        "input_mean_source": json.dumps(convention.mean_source),
+        "input_scale": json.dumps(convention.scale),
         "output_blob": plan.config["output_name"],
         "fused_bn": json.dumps(bool(plan.config.get("fused_bn", False))),
         "source_dtype": net.weights_dtype or "float32",
@@ -249,12 +262,15 @@ def convert(
     ``hash_sources`` records the sources' sha256 in the metadata. Hashing runs on another
     core during the whole conversion, but at ~0.3-0.4 GB/s (a CPU without SHA extensions)
     it can take several times longer than the conversion itself.
-    ``mean`` (a mean file or "B,G,R"), ``input`` and ``notes`` serve the other formats:
-    the input convention they record, what detectron2/mmdet differences are measured on,
-    and where what the user must know about the output is told.
+    ``mean`` (a mean file or "B,G,R") and ``scale`` are the input convention every format
+    records (by default, a training net's transform_param: ``preprocess.input_convention``);
+    ``input`` and ``notes`` serve the other formats: what detectron2/mmdet differences are
+    measured on, and where what the user must know about the output is told.
     ``check(net)`` runs once the net is read and planned, before anything is written: the
     command line checks there what a verification after the conversion would refuse.
     """
+    from converter.preprocess import input_convention
+
     prototxt, caffemodel = Path(prototxt), Path(caffemodel)
     for source in (prototxt, caffemodel):
         if Path(output).exists() and source.exists() and os.path.samefile(output, source):
@@ -273,7 +289,9 @@ def convert(
             if check is not None:
                 check(net)
             warn_non_finite(net)
-            return write_target(target, net, plan, output, mean=mean, input=input, notes=notes)
+            return write_target(
+                target, net, plan, output, mean=mean, input=input, notes=notes, scale=scale
+            )
     stop = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
         # Hashing and the non-finite screen run beside the write (hashlib and NumPy release
@@ -291,6 +309,7 @@ def convert(
                 plan = plan_conversion(net, generic, fuse_bn)
                 if check is not None:
                     check(net)
+                metadata = file_metadata(plan, net, input_convention(net, mean, scale))
                 screen = pool.submit(_non_finite_arrays, net, plan.arrays)
                 write_progress = (
                     (lambda done, total: progress("write", done, total)) if progress else None
@@ -300,9 +319,7 @@ def convert(
                     if hashing
                     else None
                 )
-                path = write_converted(
-                    plan.arrays, file_metadata(plan, net), output, format, write_progress, late
-                )
+                path = write_converted(plan.arrays, metadata, output, format, write_progress, late)
                 _warn_non_finite(net, screen.result())
                 return path
         finally:

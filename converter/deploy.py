@@ -98,6 +98,10 @@ def to_deploy(
         if data:
             unknown.update((t, (lp.name, s)) for t, s in zip(tops, kept) if None in s)
         result.append(_input_layer(lp.name, tops, kept))
+        if data and lp.HasField("transform_param"):
+            # what the layer did to its images (mean, scale) is the model's input
+            # convention: kept on the Input (which Caffe's Input ignores), for the record
+            result[-1].transform_param.CopyFrom(lp.transform_param)
     given = normalize_input_shapes(input_shapes, _input_tops(result), source)
     result = [_with_shapes(lp, given) for lp in result]
     for top, (name, partial) in unknown.items():
@@ -273,8 +277,12 @@ def _with_shapes(
     """``lp`` (a copy, when changed) with the shapes ``given`` for its tops."""
     if lp.type != "Input" or not given.keys() & set(lp.top):
         return lp
-    shapes = _declared_shapes(lp)
-    layer = _input_layer(lp.name, list(lp.top), [given.get(t, s) for t, s in zip(lp.top, shapes)])
+    shapes = [given.get(t, s) for t, s in zip(lp.top, _declared_shapes(lp))]
+    layer = caffe_pb2.LayerParameter()
+    layer.CopyFrom(lp)  # its other fields stay (a data layer's transform_param)
+    layer.input_param.ClearField("shape")
+    for shape in shapes:
+        layer.input_param.shape.add().dim.extend(shape if None not in shape else ())
     return layer
 
 

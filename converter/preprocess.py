@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +238,72 @@ def channel_means(mean: Mean, channels: int) -> list[float]:
         return [float(v) for v in _mean_array(mean, channels, 1, 1).reshape(-1)]
     image = _mean_image(Path(mean), channels).astype(np.float64)
     return [float(v) for v in image.mean(axis=(1, 2))]
+
+
+@dataclass(frozen=True)
+class InputConvention:
+    """How the model's input is made from 0-255 pixels in the net's channel order (BGR for
+    Kaiming's nets): ``(pixel - mean) * scale``, as Caffe's DataTransformer does."""
+
+    mean: tuple[float, ...] | None  # per channel; None: not known
+    mean_source: str | None  # a file's name, "B,G,R values", or what the prototxt names
+    scale: float  # Caffe's transform_param scale (1: none)
+    given_by: str | None  # "--mean" / "the prototxt's transform_param" / None
+
+    @property
+    def std(self) -> float:
+        """The divisor frameworks write for ``scale`` ((x - mean) / std)."""
+        return 1.0 / self.scale if self.scale else math.inf
+
+
+def input_convention(net, mean: Mean | None = None, scale: float | None = None) -> InputConvention:
+    """The input convention to record with a conversion of ``net``: ``mean`` and ``scale``
+    when given (``--mean``, ``--scale``), else what a training net's data layer applied
+    (its ``transform_param``: ``mean_value``, ``mean_file``, ``scale``; ``read_net`` keeps it
+    on the Input the data layer became). A ``mean_file`` is read when it is found as given
+    or beside the prototxt; else the record names it and says it was not found.
+    ConverterError for a ``mean`` that does not fit the net's channels."""
+    shapes = net.input_shapes()
+    channels = next(iter(shapes.values()))[1] if shapes else 0
+    transform = next(
+        (
+            layer.param.transform_param
+            for layer in net.layers
+            if layer.type == "Input" and layer.param.HasField("transform_param")
+        ),
+        None,
+    )
+    if mean is not None:
+        means = tuple(channel_means(mean, channels))
+        given = isinstance(mean, (str, os.PathLike)) and _mean_values(str(mean)) is None
+        source = Path(mean).name if given else "B,G,R values"
+        by: str | None = "--mean"
+    elif transform is not None and (transform.mean_value or transform.mean_file):
+        means, source, by = _transform_mean(transform, channels, net.source)
+    else:
+        means, source, by = None, None, None
+    if scale is None and transform is not None and transform.HasField("scale"):
+        scale = transform.scale
+        by = by or "the prototxt's transform_param"
+    return InputConvention(means, source, 1.0 if scale is None else float(scale), by)
+
+
+def _transform_mean(transform, channels: int, prototxt: str):
+    """(means, source, given_by) of a data layer's transform_param."""
+    by = "the prototxt's transform_param"
+    if transform.mean_value:
+        values = list(transform.mean_value)
+        if len(values) not in (1, channels):
+            raise ConverterError(
+                f"{prototxt}: transform_param has {len(values)} mean_value for {channels} "
+                "channels (Caffe takes one, or one per channel)"
+            )
+        return tuple(float(v) for v in np.broadcast_to(values, (channels,))), None, by
+    named = Path(transform.mean_file)
+    for candidate in (named, Path(prototxt).parent / named, Path(prototxt).parent / named.name):
+        if candidate.is_file():
+            return tuple(channel_means(candidate, channels)), named.name, by
+    return None, f"{transform.mean_file} (named by the prototxt; not found: give --mean)", by
 
 
 def _mean_array(mean: Mean, channels: int, height: int, width: int) -> np.ndarray:

@@ -187,7 +187,8 @@ def _root_cause(exc: BaseException) -> str:
 def program_metadata(metadata: dict[str, str]) -> dict[str, str]:
     """What a pt2 or ONNX file keeps of a conversion's metadata (under one key, as JSON)."""
     keep = ("producer", "architecture", "source_prototxt", "source_caffemodel", "input_names")
-    keep += ("input_shapes", "input_convention", "output_blob")
+    keep += ("input_shapes", "input_convention", "input_mean", "input_mean_source")
+    keep += ("input_scale", "output_blob")
     return {METADATA_KEY: json.dumps({k: metadata[k] for k in keep if k in metadata})}
 
 

@@ -63,30 +63,29 @@ def write_target(
     mean: str | None = None,
     input: str | os.PathLike | None = None,
     notes: Callable[[str], None] | None = None,
+    scale: float | None = None,
 ) -> Path:
     """Write ``plan`` (the conversion of ``net``) as ``format`` to ``output``.
 
-    ``mean`` (a mean file or "B,G,R") fills in the input convention (config.json, the
-    framework settings); ``input`` (an image or .npy) is what the detectron2/mmdet stem
-    difference is measured on (default: deterministic N(0, 50) noise).
+    ``mean`` (a mean file or "B,G,R") and ``scale`` are the input convention recorded
+    (metadata, config.json, the framework settings; by default what a training net's
+    transform_param says: ``preprocess.input_convention``); ``input`` (an image or .npy) is
+    what the detectron2/mmdet stem difference is measured on (default: deterministic
+    N(0, 50) noise).
     """
+    from converter.preprocess import input_convention
+
     check_target(format, net, plan)
     tell = notes or (lambda text: None)
-    metadata = file_metadata(plan, net)
-    channels = next(iter(net.input_shapes().values()))[1]
-    means = None
-    if mean is not None:
-        from converter.preprocess import channel_means
-
-        means = channel_means(mean, channels)
+    convention = input_convention(net, mean, scale)
+    metadata = file_metadata(plan, net, convention)
     if format == "code":
         from converter.codegen.folder import write_code_folder
 
-        source = Path(mean).name if mean is not None and Path(mean).is_file() else mean
-        return write_code_folder(net, plan, output, means, source)
+        return write_code_folder(net, plan, output, convention)
     if format in ("pt2", "onnx"):
         return _write_program(format, net, plan, output, metadata, tell)
-    return _write_checkpoint(format, net, plan, output, metadata, means, input, tell)
+    return _write_checkpoint(format, net, plan, output, metadata, convention, input, tell)
 
 
 def _write_program(format, net, plan, output, metadata, tell) -> Path:
@@ -105,14 +104,15 @@ def _write_program(format, net, plan, output, metadata, tell) -> Path:
     return program.write_onnx(traced, list(shapes), plan.config["output_name"], meta, output)
 
 
-def _write_checkpoint(format, net, plan, output, metadata, means, input, tell) -> Path:
+def _write_checkpoint(format, net, plan, output, metadata, convention, input, tell) -> Path:
     from converter import checkpoints
 
     config, depth = _resnet_config(net, plan, format)
     folded = checkpoints.folded_arrays(config, plan.arrays)
     keep = ("producer", "source_prototxt", "source_caffemodel", "input_convention")
+    keep += ("input_mean", "input_mean_source", "input_scale")
     path = checkpoints.write_checkpoint(format, folded, {k: metadata[k] for k in keep}, output)
-    settings = checkpoints.settings_text(format, config, depth, path, means)
+    settings = checkpoints.settings_text(format, config, depth, path, convention)
     folded_biases = config.conv_bias
     title = {"detectron2": "detectron2", "mmdet": "mmdet / mmpretrain"}[format]
     lines = [

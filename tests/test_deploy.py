@@ -388,3 +388,66 @@ def test_an_input_only_a_silence_reads_stays():
     """Without a loss reading it, an Input silenced is not a label: nothing changes."""
     net, caught = net_from(INPUT + 'layer { name: "s" type: "Silence" bottom: "data" }')
     assert caught == [] and [x.type for x in net.layers] == ["Input", "Silence"]
+
+
+# ----------------------------------------------------------------------------- input convention
+
+
+def _code_convention(capsys, prototxt, folder, *extra) -> tuple[dict, str]:
+    argv = ["convert", prototxt, CAFFEMODEL, "-o", folder, "--format", "code", "-q", *extra]
+    assert main([str(a) for a in argv]) == 0  # the CLI prints the DeployNetWarning
+    capsys.readouterr()
+    config = json.loads((folder / "config.json").read_text())
+    return config["input_convention"], (folder / "README.md").read_text()
+
+
+def test_train_val_transform_is_the_recorded_input_convention(capsys, tmp_path):
+    """The Data layer's mean_value 104/117/123 was dropped: config.json had "mean": null and
+    the card "not given at conversion: --mean". Now every format records it."""
+    convention, card = _code_convention(capsys, TRAINVAL / "train_val.prototxt", tmp_path / "c")
+    assert convention["mean"] == [104.0, 117.0, 123.0] and convention["scale"] == 1.0
+    assert convention["given_by"] == "the prototxt's transform_param"
+    assert "minus the mean [104.0, 117.0, 123.0]" in card and "transform_param" in card
+    assert "not given at conversion" not in card
+    with pytest.warns(DeployNetWarning):
+        path = converter.convert(TRAINVAL / "train_val.prototxt", CAFFEMODEL, tmp_path / "w.pt")
+    metadata = converter.export.read_converted(path)[1]
+    assert json.loads(metadata["input_mean"]) == [104.0, 117.0, 123.0]
+    # --mean, when given, is what is recorded
+    convention, _ = _code_convention(
+        capsys, TRAINVAL / "train_val.prototxt", tmp_path / "d", "--mean", "1,2,3"
+    )
+    assert convention["mean"] == [1.0, 2.0, 3.0] and convention["given_by"] == "--mean"
+
+
+def test_mean_file_and_scale_of_a_transform_param(capsys, tmp_path):
+    """A mean_file beside the prototxt is read (its per-channel means); scale gives the std
+    (1 / scale) in config.json, the card and the detectron2 settings; a mean_file that is
+    not there is named, with what to do."""
+    mean_file = FIXTURES / "kaiming" / "ResNet_mean.binaryproto"
+    (tmp_path / "ResNet_mean.binaryproto").write_bytes(mean_file.read_bytes())
+    text = (TRAINVAL / "train_val.prototxt").read_text()
+    head, tail = text.split("transform_param {", 1)
+    found = tmp_path / "found.prototxt"
+    body = "scale: 0.5\n mean_file: 'data/ResNet_mean.binaryproto'\n"
+    # only the TEST data layer's transform matters: give it to both
+    found.write_text(
+        (head + "transform_param {" + tail).replace(
+            "mean_value: 104\n\t\tmean_value: 117\n\t\tmean_value: 123", body
+        )
+    )
+    shape = ["--input-shape", "1,3,224,224"]  # the channels were said by mean_value only
+    convention, card = _code_convention(capsys, found, tmp_path / "c", *shape)
+    means = converter.preprocess.channel_means(str(mean_file), 3)
+    assert convention["mean"] == [round(m, 4) for m in means]
+    assert convention["mean_source"] == "ResNet_mean.binaryproto"
+    assert convention["scale"] == 0.5 and convention["std"] == [2.0, 2.0, 2.0]
+    assert "multiplied by 0.5 (std 2)" in card
+    argv = ["convert", found, CAFFEMODEL, "-o", tmp_path / "r.pkl", "-q", *shape]
+    assert main([str(a) for a in argv]) == 0
+    assert "MODEL.PIXEL_STD: [2.0, 2.0, 2.0]" in capsys.readouterr().out
+    (tmp_path / "ResNet_mean.binaryproto").unlink()
+    convention, card = _code_convention(capsys, found, tmp_path / "e", *shape)
+    assert convention["mean"] is None
+    assert "data/ResNet_mean.binaryproto" in convention["mean_source"]
+    assert "not found: give --mean" in card

@@ -16,7 +16,7 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from converter.conversion import Plan
     from converter.net import Net
     from converter.parity import ParityReport
+    from converter.preprocess import InputConvention
 
 CODE_FILES = ("model.py", "model.safetensors", "config.json", "README.md")
 
@@ -78,10 +79,10 @@ def code_config(
     net: Net,
     plan: Plan,
     model_class: str,
-    means: Sequence[float] | None,
-    mean_source: str | None,
+    convention: InputConvention,
 ) -> dict[str, Any]:
-    """config.json: what the folder holds and how to feed the model."""
+    """config.json: what the folder holds and how to feed the model (``convention``: the
+    input convention, ``preprocess.input_convention``)."""
     shapes = {name: list(shape) for name, shape in net.input_shapes().items()}
     channels = next(iter(shapes.values()))[1] if shapes else 0
     config: dict[str, Any] = {
@@ -95,12 +96,14 @@ def code_config(
             "layout": "NCHW",
             "channel_order": "BGR" if channels == 3 else "as in training",
             "range": [0, 255],
-            "mean": None if means is None else [round(m, 4) for m in means],
-            "mean_source": mean_source,
-            "std": [1.0] * channels,
+            "mean": None if convention.mean is None else [round(m, 4) for m in convention.mean],
+            "mean_source": convention.mean_source,
+            "scale": convention.scale,
+            "std": [round(convention.std, 6)] * channels,
+            "given_by": convention.given_by,
             "description": (
-                "Caffe convention: values 0-255 minus the training mean (per-pixel or "
-                "per-channel), no division by a std"
+                "Caffe convention: (values 0-255 minus the training mean, per-pixel or "
+                "per-channel) times scale; std is 1 / scale"
             ),
         },
         "output_blob": plan.config["output_name"],
@@ -129,11 +132,20 @@ _OUTCOME = {
 def model_card(config: Mapping[str, Any], title: str) -> str:
     """README.md: YAML front matter for the hub, then loading, preprocessing and parity."""
     convention = config["input_convention"]
+    given_by = convention.get("given_by")
     if convention["mean"] is not None:
         mean = f"minus the mean {convention['mean']} (per channel"
-        mean += f", from {convention['mean_source']})" if convention["mean_source"] else ")"
+        mean += f", from {convention['mean_source']}" if convention["mean_source"] else ""
+        mean += f", as {given_by} says)" if given_by and given_by != "--mean" else ")"
+    elif convention.get("mean_source"):
+        mean = f"minus the mean the net was trained with ({convention['mean_source']})"
     else:
         mean = "minus the mean the net was trained with (not given at conversion: `--mean`)"
+    scale = convention.get("scale", 1.0)
+    if scale != 1.0:
+        mean += f", multiplied by {scale:g} (std {convention['std'][0]:g})"
+    else:
+        mean += ", no division by a std"
     inputs = ", ".join(f"`{n}` {tuple(s)}" for n, s in config["input_shapes"].items())
     verified = config["verified"]
     if verified:
@@ -180,8 +192,8 @@ def model_card(config: Mapping[str, Any], title: str) -> str:
         "## Preprocessing",
         "",
         f"Input {inputs}, float32, {convention['layout']}, "
-        f"{convention['channel_order']} channel order, values 0-255 {mean}, "
-        "no division by a std: Caffe's convention.",
+        f"{convention['channel_order']} channel order, values 0-255 {mean}: Caffe's "
+        "convention.",
         "",
         "## Parity",
         "",
@@ -195,20 +207,22 @@ def write_code_folder(
     net: Net,
     plan: Plan,
     folder: str | os.PathLike,
-    means: Sequence[float] | None = None,
-    mean_source: str | None = None,
+    convention: InputConvention | None = None,
 ) -> Path:
     """Write the folder (see the module docstring) atomically; returns its path.
     model.safetensors also carries caffe2torch's metadata, so ``converter.load`` reads it."""
     from converter.conversion import file_metadata
+    from converter.preprocess import input_convention
 
     folder = Path(folder)
     check_folder_replaceable(folder, CODE_FILES)
     source, model_class, plan = model_source(net, plan)
-    config = code_config(net, plan, model_class, means, mean_source)
+    convention = convention or input_convention(net)
+    config = code_config(net, plan, model_class, convention)
+    metadata = file_metadata(plan, net, convention)
     with atomic_folder(folder, CODE_FILES) as tmp:
         (tmp / "model.py").write_text(source, encoding="utf-8")
-        write_converted(_state(plan), file_metadata(plan, net), tmp / "model.safetensors")
+        write_converted(_state(plan), metadata, tmp / "model.safetensors")
         _write_json(tmp / "config.json", config)
         (tmp / "README.md").write_text(model_card(config, _title(net)), encoding="utf-8")
     return folder
