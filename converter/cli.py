@@ -284,9 +284,15 @@ def _add_net_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_verify_options(parser: argparse.ArgumentParser, implied: bool = False) -> None:
-    """The options of a verification (``VERIFY_ONLY``); ``implied``: given to ``convert``,
-    each of them implies --verify (said in the group's title)."""
-    title = "verification (any of these implies --verify)" if implied else "verification"
+    """The options of a verification (``IMPLY_VERIFY`` and ``CONVENTION``); ``implied``:
+    given to ``convert``, where the group's title says which imply --verify."""
+    title = (
+        "verification (--reference, --input, --tol, --json and --plot imply --verify, "
+        "--input not with detectron2/mmdet; --mean and --scale never do: they are the input "
+        "convention the output records)"
+        if implied
+        else "verification"
+    )
     group = parser.add_argument_group(title)
     group.add_argument(
         "--reference",
@@ -300,13 +306,20 @@ def _add_verify_options(parser: argparse.ArgumentParser, implied: bool = False) 
         help="a .npy (NCHW, preprocessed) or an image file (resized, center-cropped, BGR 0-255 "
         "minus --mean); default: deterministic random N(0, 50) noise",
     )
+    recorded = (
+        "; recorded as the input convention (default: a training net's transform_param)"
+        if implied
+        else ""
+    )
     group.add_argument(
         "--mean",
         type=_given,
-        help="for an image --input: the mean to subtract, FILE.binaryproto or B,G,R",
+        help=f"for an image --input: the mean to subtract, FILE.binaryproto or B,G,R{recorded}",
     )
     group.add_argument(
-        "--scale", type=float, help="for an image --input: multiply by this after the mean"
+        "--scale",
+        type=float,
+        help=f"for an image --input: multiply by this after the mean{recorded}",
     )
     group.add_argument(
         "--tol",

@@ -359,3 +359,31 @@ def test_argparse_errors_are_one_line(capsys):
         main(["convert", str(R18.prototxt)])
     assert done.value.code == 2
     one_line_error(capsys.readouterr().err, "caffemodel", "caffe2torch convert --help")
+
+
+# ----------------------------------------------------------------------------- the rule, stated
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "code", "detectron2"])
+def test_which_options_imply_verify_in_every_format(capsys, tmp_path, fmt):
+    """The rule --help and the README state: --mean never implies --verify (the code format
+    used to verify for every option but --mean, the others for --mean too, and README said
+    "any option"); --input does, except for detectron2/mmdet."""
+    name = {"safetensors": "m.safetensors", "code": "m_code", "detectron2": "m.pkl"}[fmt]
+    base = ["convert", R18.prototxt, R18.caffemodel, "-o", tmp_path / name, "--format", fmt]
+    code, out, _ = run(capsys, *base, "--mean", "104,117,123", "-q")
+    assert code == 0 and "PASS" not in out, out
+    code, out, _ = run(capsys, *base, "--input", R18.folder / "input.npy", "-q")
+    verified = "Reference:" in out
+    assert code == 0 and verified == (fmt != "detectron2"), out
+
+
+def test_help_and_readme_state_the_same_rule(capsys):
+    with pytest.raises(SystemExit):
+        main(["convert", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    listed = ", ".join(f"--{o}" for o in IMPLY_VERIFY[:-1]) + f" and --{IMPLY_VERIFY[-1]}"
+    assert f"{listed} imply --verify" in text
+    assert listed.replace("--", "`--").replace(",", "`,").replace(" and", "` and") in readme
+    assert "`--mean` and `--scale` never do" in readme and "--mean and --scale never do" in text
