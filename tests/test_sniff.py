@@ -386,7 +386,9 @@ def test_a_renamed_output_is_read_by_its_content(capsys, outputs, tmp_path):
     import converter
 
     program = shutil.copy(outputs["pt2"], tmp_path / "model.bin")
-    assert main(["verify", str(PROTOTXT), str(CAFFEMODEL), "--converted", str(program)]) == 0
+    code = main(["verify", str(PROTOTXT), str(CAFFEMODEL), "--converted", str(program)])
+    out = capsys.readouterr().out
+    assert code in (0, 3) and "Reference:" in out  # ran (3: its one-hot output tells little)
     weights = tmp_path / "weights.bin"
     converter.convert(PROTOTXT, CAFFEMODEL, tmp_path / "w.pt")
     shutil.copy(tmp_path / "w.pt", weights)
