@@ -393,6 +393,21 @@ def test_non_utf8_prototxt(capsys, small, tmp_path):
     convert_fails(capsys, tmp_path, bad, small / "small.caffemodel", f"{bad}:8:20:", "UTF-8")
 
 
+def test_prototxt_starting_with_a_byte_order_mark(capsys, small, tmp_path):
+    """Caffe reads a prototxt with protobuf's TextFormat, whose tokenizer skips a UTF-8 BOM
+    only in .proto files (Tokenizer::NextWithComments); TextFormat reads tokens with Next,
+    so it stops at the BOM. We refuse it too, saying what it is, not "got \\ufeff"."""
+    bad = tmp_path / "bom.prototxt"
+    bad.write_bytes(b"\xef\xbb\xbf" + SMALL_PROTOTXT.encode())
+    message = fails(capsys, ["inspect", bad], f"{bad}:1:1:", "byte order mark", "sed -i")
+    assert "\ufeff" not in message and message.isprintable()
+    convert_fails(capsys, tmp_path, bad, small / "small.caffemodel", "byte order mark")
+    # after the start it is an ordinary stray character (a field name cannot hold it)
+    later = tmp_path / "later.prototxt"
+    later.write_bytes(SMALL_PROTOTXT.replace("layer", "\ufefflayer", 2).encode())
+    assert "byte order mark" not in fails(capsys, ["inspect", later], f"{later}:")
+
+
 NET_ERRORS = {
     # name: (replace, with, words the message must contain)
     "bottom nobody produces": ('bottom: "pool1"', 'bottom: "pool2"', ["'fc'", "'pool2'"]),

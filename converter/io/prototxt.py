@@ -112,6 +112,15 @@ def parse_prototxt(text: str, source: str = "<prototxt>") -> caffe_pb2.NetParame
     the parser reports them, one at a time, and the text is parsed again. Texts that
     ``textproto.parse_text`` reads (it gives text_format's result) skip text_format.
     """
+    if text.startswith("\ufeff"):
+        # protobuf's TextFormat parser, which Caffe reads prototxts with, refuses it: its
+        # tokenizer skips a BOM only for .proto files (Tokenizer::NextWithComments), and
+        # TextFormat reads with Tokenizer::Next, which sees a symbol where a field name goes
+        raise ConverterError(
+            f"{source}:1:1: starts with a UTF-8 byte order mark (BOM), which Caffe's prototxt "
+            "parser (protobuf's TextFormat) refuses too; save the file without it (e.g. "
+            f"`sed -i '1s/^\\xEF\\xBB\\xBF//' {source}`)"
+        )
     net = parse_text(text, caffe_pb2.NetParameter())  # fast; None: leave it to text_format
     if net is not None:
         return upgrade_net(net, source)
