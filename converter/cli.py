@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 
 from converter import __version__
-from converter.errors import ConverterError
+from converter.errors import ConverterError, article
 from converter.export import FORMATS as FORMAT_CHOICES
 
 
@@ -61,7 +61,8 @@ def _convert(args: argparse.Namespace) -> int:
     if verify and checkpoint:
         asked = f" (asked for by {', '.join(given)})" if given and not args.verify else ""
         raise ConverterError(
-            f"{output}: --verify runs what caffe2torch can load{asked}; a {target} checkpoint "
+            f"{output}: --verify runs what caffe2torch can load{asked}; {article(target)} "
+            f"{target} checkpoint "
             f"runs in {target} (check the net itself with: caffe2torch verify PROTOTXT "
             "CAFFEMODEL)"
         )
@@ -387,8 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         type=_given,
         help="output file, named for its format: .safetensors, .pt/.pth, .pt2, .onnx, .pkl "
-        "(detectron2), .pth (mmdet), or a folder for --format code (default: the "
-        "caffemodel's name, in this folder)",
+        "(detectron2), .pth or .pt with --format mmdet, or a folder for --format code "
+        "(default: the caffemodel's name without its weight suffixes, in this folder)",
     )
     convert.add_argument(
         "--format",

@@ -28,3 +28,12 @@ def noun(count: int, singular: str, plural: str | None = None) -> str:
 def counted(count: int, singular: str, plural: str | None = None) -> str:
     """ "1 layer", "3 layers": ``count`` and its ``noun``."""
     return f"{count} {noun(count, singular, plural)}"
+
+
+def article(word: str) -> str:
+    """ "a" or "an" before ``word`` as it is read aloud: "an onnx file", "a safetensors
+    file", and this tool's initialisms by their letters ("an mmdet checkpoint", "an HDF5
+    file", "an npz")."""
+    spoken = word.lower()
+    vowel = spoken[:1] in ("a", "e", "i", "o") or spoken.startswith(("mm", "hdf", "np"))
+    return "an" if vowel else "a"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from converter.errors import ConverterError
+from converter.errors import ConverterError, article
 from converter.io.atomic import atomic_write
 
 if TYPE_CHECKING:
@@ -87,16 +87,26 @@ def output_format(path: str | os.PathLike, format: str | None) -> str:
     what = f"a '{suffix}' name" if suffix else "a name without extension"
     wanted = format or DEFAULT_FORMAT
     raise ConverterError(
-        f"{path}: {what} for a {wanted} file; name it "
+        f"{path}: {what} for {article(wanted)} {wanted} file; name it "
         f"{path.stem}{FORMAT_EXTENSIONS[wanted][0]} (extensions by format: {known})"
     )
 
 
+# Suffixes of weight files, taken off (all of them: x.caffemodel.h5, x.caffemodel.gz) to name
+# the output after the model
+WEIGHT_SUFFIXES = (".caffemodel", ".h5", ".hdf5", ".gz", ".bz2", ".xz", ".binaryproto")
+
+
 def default_output(caffemodel: str | os.PathLike, format: str | None) -> Path:
-    """The output name when none is given: the caffemodel's, in this folder, with the
-    format's first extension."""
+    """The output name when none is given: the caffemodel's, in this folder, without its
+    weight-file suffixes (``WEIGHT_SUFFIXES``), with the format's first extension."""
     extensions = FORMAT_EXTENSIONS[format or DEFAULT_FORMAT]
-    return Path(Path(caffemodel).stem + (extensions[0] if extensions else ""))
+    name = Path(caffemodel).name
+    while Path(name).suffix.lower() in WEIGHT_SUFFIXES and Path(name).stem:
+        name = Path(name).stem
+    if name == Path(caffemodel).name:  # another suffix (x.bin): replaced, as before
+        name = Path(name).stem
+    return Path(name + (extensions[0] if extensions else ""))
 
 
 def owned_tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:

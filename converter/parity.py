@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from converter.errors import ConverterError, counted
+from converter.errors import ConverterError, counted, noun
 from converter.io.atomic import atomic_write
 from converter.layers.registry import ExactPart
 
@@ -178,7 +178,7 @@ class ParityReport:
             )
         if first is None:
             return (
-                f"PASS: {len(self.rows)} blobs within {_tol(self.tolerance)} of "
+                f"PASS: {counted(len(self.rows), 'blob')} within {_tol(self.tolerance)} of "
                 f"{self.reference}{raised}"
             )
         reason = first.problem
@@ -189,7 +189,8 @@ class ParityReport:
         failed = len(self.failures)
         return (
             f"FAIL: first divergence at blob '{first.name}' ({reason}); "
-            f"{failed} of {len(self.rows)} blobs fail against {self.reference}{raised}"
+            f"{failed} of {counted(len(self.rows), 'blob')} {noun(failed, 'fails', 'fail')} "
+            f"against {self.reference}{raised}"
         )
 
     def with_tolerance(self, tolerance: float) -> ParityReport:
@@ -249,8 +250,8 @@ class ParityReport:
             f"Parity of ours ({self.precision}) against it, tolerance {_tol(self.tolerance)}",
             *filter(None, [self.input_line()]),
             f"Measure: {MEASURE}.",
-            f"Compared {len(self.rows)} blobs in network order (a blob written in place: "
-            "its value after the last in-place layer).",
+            f"Compared {counted(len(self.rows), 'blob')} in network order (a blob written in "
+            "place: its value after the last in-place layer).",
         ]
         exact = [f"'{row.name}' ({row.exact})" for row in self.rows if row.exact]
         if exact:

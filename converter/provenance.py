@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from converter.errors import ConverterError
+from converter.errors import ConverterError, counted
 from converter.export import read_converted_header
 from converter.net import Net
 
@@ -96,7 +96,7 @@ def check_converted_weights(
 def describe(config: Mapping[str, Any], shapes: Mapping[str, Any]) -> str:
     """A net in a few words: "ResNet-50 (bottleneck blocks 3-4-6-3, 1000 classes), 320
     tensors" or "generic net 'lenet' of 9 layers, 8 tensors"."""
-    tensors = f"{len(shapes)} tensors"
+    tensors = counted(len(shapes), "tensor")
     if config.get("architecture") == "resnet":
         blocks = [stage["blocks"] for stage in config.get("stages", [])]
         per_block = 3 if config.get("block") == "bottleneck" else 2
@@ -107,7 +107,8 @@ def describe(config: Mapping[str, Any], shapes: Mapping[str, Any]) -> str:
         )
     name = re.match(r'name: "([^"]*)"', config.get("prototxt", ""))
     called = f" '{name.group(1)}'" if name and name.group(1) else ""
-    return f"generic net{called} of {len(config.get('module_names', {}))} layers, {tensors}"
+    layers = counted(len(config.get("module_names", {})), "layer")
+    return f"generic net{called} of {layers}, {tensors}"
 
 
 def caffe_names(config: Mapping[str, Any]) -> set[str]:

@@ -387,3 +387,36 @@ def test_help_and_readme_state_the_same_rule(capsys):
     assert f"{listed} imply --verify" in text
     assert listed.replace("--", "`--").replace(",", "`,").replace(" and", "` and") in readme
     assert "`--mean` and `--scale` never do" in readme and "--mean and --scale never do" in text
+
+
+def test_default_output_is_named_after_the_model(capsys, tmp_path, monkeypatch):
+    """x.caffemodel.h5 was converted to x.caffemodel.safetensors: every weight suffix goes."""
+    from converter.export import default_output
+
+    assert [str(default_output(n, None)) for n in ("a.caffemodel", "b.caffemodel.h5")] == [
+        "a.safetensors",
+        "b.safetensors",
+    ]
+    assert str(default_output("dir/c.v2.caffemodel.gz", "onnx")) == "c.v2.onnx"
+    assert str(default_output("d.bin", "code")) == "d"  # another suffix is replaced
+    folder = load_case("weight_formats").folder
+    monkeypatch.chdir(tmp_path)
+    weights = folder / "weight_formats.caffemodel.h5"
+    code, _, _ = run(capsys, "convert", folder / "weight_formats.prototxt", weights)
+    assert code == 0 and [p.name for p in tmp_path.iterdir()] == ["weight_formats.safetensors"]
+
+
+@pytest.mark.parametrize(("fmt", "words"), [("onnx", "for an onnx file"), ("mmdet", "an mmdet")])
+def test_messages_say_a_or_an_as_the_format_is_read(capsys, tmp_path, fmt, words):
+    """ "a '.bin' name for a onnx file"."""
+    code, _, err = run(
+        capsys, "convert", R18.prototxt, R18.caffemodel, "-o", tmp_path / "x.bin", "--format", fmt
+    )
+    assert code == 2
+    one_line_error(err, words)
+    if fmt == "mmdet":  # and --verify with a checkpoint
+        code, _, err = run(
+            capsys, "convert", R18.prototxt, R18.caffemodel, "-o", tmp_path / "x.pth",
+            "--format", fmt, "--verify",
+        )  # fmt: skip
+        assert code == 2 and "; an mmdet checkpoint runs in mmdet" in one_line_error(err)

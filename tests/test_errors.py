@@ -1111,6 +1111,14 @@ def test_counts_in_messages_are_english():
 
     assert [counted(n, "layer") for n in (0, 1, 2)] == ["0 layers", "1 layer", "2 layers"]
     assert noun(1, "fits", "fit") == "fits" and noun(3, "fits", "fit") == "fit"
+    from converter.errors import article
+    from converter.provenance import describe
+
+    assert [article(w) for w in ("onnx", "mmdet", "HDF5", "pt2", "safetensors")] == [
+        "an", "an", "an", "a", "a",
+    ]  # fmt: skip
+    one = {"prototxt": 'name: "tiny"', "module_names": {"ip": "ip"}}
+    assert describe(one, {"ip.weight": (2, 3)}) == "generic net 'tiny' of 1 layer, 1 tensor"
     for bottoms, count, words in [
         ([], (1, 1 << 30), "expected at least 1 bottom, found 0"),
         ([(1,)], 2, "expected 2 bottoms, found 1"),

@@ -303,3 +303,14 @@ def test_agreeing_only_on_uninformative_blobs_is_inconclusive():
     wrong = compare_blobs(perturbed(ref, "fc", (0, 0), 0.5), ref, ["fc"], TOL)
     wrong.uninformative = {"fc": "a saturated softmax"}
     assert (wrong.status, wrong.exit_code) == ("fail", 1)
+
+
+def test_counts_agree_with_their_nouns():
+    """ "PASS: 1 blobs" read wrong; a failure counts its blobs the same way."""
+    ref, order = make_blobs()
+    one = {order[0]: ref[order[0]]}
+    report = compare_blobs(one, one, order[:1], TOL)
+    assert report.verdict().startswith("PASS: 1 blob within ")
+    assert "Compared 1 blob in network order" in report.format()
+    off = {order[0]: ref[order[0]] + 1.0}
+    assert "; 1 of 1 blob fails against " in compare_blobs(off, one, order[:1], TOL).verdict()

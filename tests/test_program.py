@@ -76,7 +76,7 @@ def test_verify_accepts_both(programs, capsys, fmt, reference):
         args += ["--reference", "numpy"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "PASS: 1 blobs" in out and "float32" in out
+    assert "PASS: 1 blob within" in out and "float32" in out
 
 
 def test_verify_fails_on_a_wrong_program(tmp_path, capsys):
