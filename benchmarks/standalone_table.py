@@ -5,8 +5,9 @@
 For every case of tests/fixtures and ../shared/fixtures that caffe2torch converts: the
 ``--format code`` folder, the pt2 and the ONNX file, each run in a fresh process in which
 ``import converter`` fails (``tests/test_standalone.py`` does the running), and
-``max|ours - caffe| / max|caffe|`` on Caffe's saved output blob, next to the case's
-tolerance. Not a test: a report of what the acceptance tests check.
+``max|ours - caffe| / max|caffe|`` against Caffe's saved blobs, worst over the net's output
+blobs (each format returns all of them), next to the case's tolerance. Not a test: a
+report of what the acceptance tests check.
 """
 
 from __future__ import annotations

@@ -87,7 +87,9 @@ def load(
 ) -> nn.Module:
     """A model in eval mode, from a prototxt + caffemodel pair or from a converted file.
 
-    ``model(x)`` returns the net's final output blob, as Caffe's ``net.forward()`` does.
+    ``model(x)`` returns what Caffe's ``net.forward()`` does: the output blob of a net with
+    one output; with several, a tuple of them in ``model.output_names`` order (Caffe's
+    ``net.outputs``: by name).
     ``dtype=torch.float64`` builds it in float64 directly (no float32 rounding on the way).
     ``input_shapes`` (a pair only): see ``read_net``; a training net's Data layer needs it
     when the prototxt does not say its channels or size.

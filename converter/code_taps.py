@@ -33,22 +33,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from converter.errors import ConverterError
+from converter.program import outputs_by_name
 
 OnFinal = Callable[[str, torch.Tensor], None]
 
 
 class CodeModel(nn.Module):
     """A code folder's generated module as ``verify`` runs converted models: ``forward``
-    gives the output blob, ``forward_blobs`` every blob it can read (see the module's
-    docstring), ``caffe_config`` the inputs it was written for."""
+    gives what the module returns (the output blob, or a tuple of the ``output_names``),
+    ``forward_blobs`` every blob it can read (see the module's docstring), ``caffe_config``
+    the inputs it was written for."""
 
-    def __init__(self, net: nn.Module, config: Mapping[str, Any], stored: Mapping[str, Any]):
+    def __init__(
+        self,
+        net: nn.Module,
+        config: Mapping[str, Any],
+        stored: Mapping[str, Any],
+        source: str = "model.py",
+    ):
         """``net``: the module ``load()`` returned; ``config``: config.json; ``stored``: the
-        caffe2torch config kept in model.safetensors' metadata (the converted net)."""
+        caffe2torch config kept in model.safetensors' metadata (the converted net);
+        ``source``: the model.py, for messages."""
         super().__init__()
         self.net = net
+        self.source = source
         self.input_names: list[str] = list(config["input_names"])
         self.output_name: str = config["output_blob"]
+        # folders written before several outputs were returned record one output blob
+        self.output_names: list[str] = list(config.get("output_blobs") or [self.output_name])
         self._input_shapes = dict(config["input_shapes"])
         self._model_class = config.get("model_class")
         self._stored = dict(stored)
@@ -56,7 +68,7 @@ class CodeModel(nn.Module):
         floating = [t.dtype for t in net.state_dict().values() if t.is_floating_point()]
         self.weights_dtype = floating[0] if floating else None
 
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         return self.net(*xs)
 
     def caffe_config(self) -> dict[str, Any]:
@@ -85,9 +97,11 @@ class CodeModel(nn.Module):
         if self._model_class == "ResNet" and self._stored.get("architecture") == "resnet":
             _run_resnet(self.net, self._stored, xs, hand_over)
         elif self._model_class == "Net" and self._stored.get("architecture") == "generic":
-            _run_graph(self.net, self._stored, xs, hand_over)
-        else:  # a form this module does not know: its output alone
-            hand_over(self.output_name, self.net(*xs))
+            _run_graph(self.net, self._stored, xs, hand_over, self.source)
+        else:  # a form this module does not know: its outputs alone
+            returned = self.net(*xs)
+            for name, value in outputs_by_name(self.output_names, returned, self.source).items():
+                hand_over(name, value)
         return kept
 
 
@@ -174,7 +188,9 @@ def _run_resnet(net: nn.Module, stored: Mapping[str, Any], xs, hand_over: OnFina
 # ----------------------------------------------------------------------------- straight-line
 
 
-def _run_graph(net: nn.Module, stored: Mapping[str, Any], xs, hand_over: OnFinal) -> None:
+def _run_graph(
+    net: nn.Module, stored: Mapping[str, Any], xs, hand_over: OnFinal, source: str
+) -> None:
     from converter.codegen.graph import blob_variables
     from converter.io.prototxt import parse_prototxt
     from converter.net import final_writes, net_from_param
@@ -193,8 +209,10 @@ def _run_graph(net: nn.Module, stored: Mapping[str, Any], xs, hand_over: OnFinal
         if blob not in inputs and isinstance(value, torch.Tensor):
             hand_over(blob, value)
             handed = True
-    if not handed:  # no variable found: the output at least
-        hand_over(stored.get("output_name", ""), out)
+    if not handed:  # no variable found: the outputs at least
+        outputs = stored.get("output_names") or [stored.get("output_name", "")]
+        for name, value in outputs_by_name(outputs, out, source).items():
+            hand_over(name, value)
 
 
 def _forward_locals(net: nn.Module, xs) -> tuple[dict[str, Any], Any]:
@@ -234,4 +252,5 @@ def code_model(folder: str | Path, net: nn.Module, config: Mapping[str, Any]) ->
         stored = json.loads(metadata.get("config", "{}"))
     except (ConverterError, ValueError):
         stored = {}  # not caffe2torch's: the output is all that can be compared
-    return CodeModel(net, config, stored if isinstance(stored, dict) else {})
+    stored = stored if isinstance(stored, dict) else {}
+    return CodeModel(net, config, stored, str(Path(folder) / "model.py"))

@@ -203,6 +203,12 @@ def _hash_metadata(hashes: dict[str, str]) -> dict[str, str]:
     return {f"source_{name}_sha256": value for name, value in hashes.items()}
 
 
+def output_names(config: dict[str, Any]) -> list[str]:
+    """The blobs a converted model returns, from its ``caffe_config()``: ``output_names``
+    (a generic net: Caffe's outputs, by name), else its one ``output_name`` (a ResNet)."""
+    return list(config.get("output_names") or [config["output_name"]])
+
+
 def file_metadata(
     plan: Plan, net: Net, convention: InputConvention | None = None
 ) -> dict[str, str]:
@@ -228,9 +234,20 @@ def file_metadata(
         "input_mean_source": json.dumps(convention.mean_source),
         "input_scale": json.dumps(convention.scale),
         "output_blob": plan.config["output_name"],
+        "output_blobs": json.dumps(output_names(plan.config)),
         "fused_bn": json.dumps(bool(plan.config.get("fused_bn", False))),
         "source_dtype": net.weights_dtype or "float32",
     }
+
+
+def _tell_outputs(plan: Plan, notes: Callable[[str], None] | None) -> None:
+    """One note naming the outputs of a net with several: the model returns a tuple."""
+    names = output_names(plan.config)
+    if notes is not None and len(names) > 1:
+        notes(
+            f"note: the net has {len(names)} outputs; the model returns them as a tuple in "
+            f"Caffe's order (by name, also in its output_names): {', '.join(names)}"
+        )
 
 
 def convert(
@@ -264,8 +281,9 @@ def convert(
     it can take several times longer than the conversion itself.
     ``mean`` (a mean file or "B,G,R") and ``scale`` are the input convention every format
     records (by default, a training net's transform_param: ``preprocess.input_convention``);
-    ``input`` and ``notes`` serve the other formats: what detectron2/mmdet differences are
-    measured on, and where what the user must know about the output is told.
+    ``input`` serves the other formats: what detectron2/mmdet differences are measured on.
+    ``notes`` is told what the user must know about the output (a net with several
+    outputs: their names and order; the other formats' settings and differences).
     ``check(net)`` runs once the net is read and planned, before anything is written: the
     command line checks there what a verification after the conversion would refuse.
     """
@@ -289,9 +307,11 @@ def convert(
             if check is not None:
                 check(net)
             warn_non_finite(net)
-            return write_target(
+            path = write_target(
                 target, net, plan, output, mean=mean, input=input, notes=notes, scale=scale
             )
+            _tell_outputs(plan, notes)
+            return path
     stop = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
         # Hashing and the non-finite screen run beside the write (hashlib and NumPy release
@@ -321,6 +341,7 @@ def convert(
                 )
                 path = write_converted(plan.arrays, metadata, output, format, write_progress, late)
                 _warn_non_finite(net, screen.result())
+                _tell_outputs(plan, notes)
                 return path
         finally:
             stop.set()  # a failed conversion does not wait for the hashes

@@ -58,6 +58,7 @@ __all__ = ["CaffeGraph", "graph_arrays", "supported_layer_types"]
 @dataclass(frozen=True)
 class _Step:
     module: str
+    layer: str  # the Caffe layer's name
     type: str
     bottoms: tuple[str, ...]
     tops: tuple[str, ...]
@@ -70,7 +71,10 @@ class CaffeGraph(nn.Module):
 
     Build it with ``from_net`` (structure and weights from a ``Net``) or ``from_config``
     (structure only, then ``load_state_dict``). ``forward(*inputs)`` takes one tensor per
-    net input (``input_names`` order) and returns the blob ``output_name``.
+    net input (``input_names`` order) and returns what Caffe's ``net.forward()`` returns:
+    the output blob of a net with one output, else a tuple of every output blob in
+    ``output_names`` order (Caffe's: by name). ``output_name`` is the output the net
+    writes last (its only one, when it has one).
     """
 
     def __init__(self, net: Net, input_shapes: Mapping[str, Sequence[int]] | None = None):
@@ -83,10 +87,8 @@ class CaffeGraph(nn.Module):
             name: tuple(int(d) for d in (input_shapes or {}).get(name, shape))
             for name, shape in net.input_shapes().items()
         }
-        outputs = net.outputs()
-        # Every blob consumed (a Silence at the end): the last blob written stands in.
-        last = [top for layer in net.layers for top in layer.tops][-1:]
-        self.output_name: str = (outputs or last)[-1]
+        self.output_names: list[str]
+        self.output_names, self.output_name = _outputs(net)
         self.module_names: dict[str, str] = {}
         self._prototxt = _definition_text(net)
         # Set before the layers are added so that no module name can take these attributes.
@@ -111,6 +113,7 @@ class CaffeGraph(nn.Module):
             steps.append(
                 _Step(
                     name,
+                    layer.name,
                     layer.type,
                     tuple(layer.bottoms),
                     tuple(layer.tops),
@@ -170,14 +173,15 @@ class CaffeGraph(nn.Module):
             "input_shapes": {name: list(shape) for name, shape in self.input_shapes.items()},
             "input_names": list(self.input_names),
             "output_name": self.output_name,
+            "output_names": list(self.output_names),
             "module_names": dict(self.module_names),
         }
 
     @property
     def steps(self) -> tuple[_Step, ...]:
-        """The layers in Caffe's order: module name, type, bottoms, tops, whether the module
-        runs once per bottom, and for each in-place top the other blobs sharing its data
-        (what ``--format code`` writes out as a straight-line forward)."""
+        """The layers in Caffe's order: module name, Caffe layer name, type, bottoms, tops,
+        whether the module runs once per bottom, and for each in-place top the other blobs
+        sharing its data (what ``--format code`` writes out as a straight-line forward)."""
         return tuple(self._steps)
 
     def _unique_name(self, caffe_name: str) -> str:
@@ -193,9 +197,13 @@ class CaffeGraph(nn.Module):
 
     # ------------------------------------------------------------------ running
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """The value Caffe's ``net.forward()`` gives for ``output_name``."""
-        return self._run(inputs, {self.output_name})[self.output_name]
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """What Caffe's ``net.forward()`` gives: the output blob, or with several outputs a
+        tuple of them in ``output_names`` order."""
+        blobs = self._run(inputs, set(self.output_names))
+        if len(self.output_names) == 1:
+            return blobs[self.output_name]
+        return tuple(blobs[name] for name in self.output_names)
 
     def forward_blobs(
         self,
@@ -260,6 +268,20 @@ class CaffeGraph(nn.Module):
                     if name not in keep:
                         del blobs[name]
         return blobs
+
+
+def _outputs(net: Net) -> tuple[list[str], str]:
+    """(The blobs ``forward`` returns, in Caffe's order; the one written last).
+
+    Caffe's outputs (``Net.outputs``) without the net's inputs that no layer reads (Caffe
+    would hand them back unchanged). Where every blob is consumed (a Silence at the end),
+    the last blob written stands in.
+    """
+    inputs = set(net.input_shapes())
+    produced = [blob for blob in net.outputs_by_production() if blob not in inputs]
+    if not produced:
+        produced = [top for layer in net.layers for top in layer.tops][-1:]
+    return sorted(produced), produced[-1]
 
 
 def _release_points(steps: list[_Step]) -> dict[int, list[str]]:

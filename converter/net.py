@@ -94,12 +94,19 @@ class Net:
         return list(names)
 
     def outputs(self) -> list[str]:
-        """Blobs produced but not consumed later: what Caffe's ``net.forward()`` returns."""
+        """Blobs produced but not consumed later (inputs no layer reads included): what
+        Caffe's ``net.forward()`` returns, in Caffe's order, which is by name: ``Net::Init``
+        (net.cpp) keeps them in a ``std::set<string>`` and lists them as it iterates."""
+        return sorted(self.outputs_by_production())
+
+    def outputs_by_production(self) -> list[str]:
+        """``outputs()`` in the order the forward pass last writes them (the last one is
+        the net's final output)."""
         available: dict[str, None] = {}
         for layer in self.layers:
             for bottom in layer.bottoms:
                 available.pop(bottom, None)
-            available.update(dict.fromkeys(layer.tops))
+            available.update(dict.fromkeys(layer.tops))  # in place: popped just above
         return list(available)
 
     def shapes(self, input_shapes: Mapping[str, Sequence[int]] | None = None) -> list[LayerShapes]:

@@ -2,8 +2,10 @@
 
 ``--format pt2`` writes a ``torch.export`` ExportedProgram (``torch.export.load(path)``);
 ``--format onnx`` an ONNX model (opset 18) for onnxruntime and other runtimes. Both take
-the net's inputs in ``input_names`` order, return its final output blob, and leave the
-batch dimension dynamic. ``load_program`` runs either as a module, for ``verify``.
+the net's inputs in ``input_names`` order, return what the converted module returns (its
+output blob, or every output blob in ``output_names`` order; ONNX outputs carry the blob
+names), and leave the batch dimension dynamic. ``load_program`` runs either as a module,
+for ``verify``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class _Inputs(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         return self.model(*inputs)
 
 
@@ -188,30 +190,49 @@ def program_metadata(metadata: dict[str, str]) -> dict[str, str]:
     """What a pt2 or ONNX file keeps of a conversion's metadata (under one key, as JSON)."""
     keep = ("producer", "architecture", "source_prototxt", "source_caffemodel", "input_names")
     keep += ("input_shapes", "input_convention", "input_mean", "input_mean_source")
-    keep += ("input_scale", "output_blob")
+    keep += ("input_scale", "output_blob", "output_blobs")
     return {METADATA_KEY: json.dumps({k: metadata[k] for k in keep if k in metadata})}
 
 
 # ----------------------------------------------------------------------------- running them
 
 
+def outputs_by_name(
+    names: Sequence[str], value: torch.Tensor | Sequence[torch.Tensor], source: object
+) -> dict[str, torch.Tensor]:
+    """A converted model's return value (a tensor, or one per output) by output blob name.
+    ConverterError, naming ``source``, when it holds another number of tensors."""
+    values = [value] if isinstance(value, torch.Tensor) else list(value)
+    if len(values) != len(names):
+        raise ConverterError(
+            f"{source}: returned {len(values)} tensors for the {len(names)} output blobs "
+            f"{list(names)} it records"
+        )
+    return dict(zip(names, values))
+
+
 class LoadedProgram(nn.Module):
-    """A pt2 or ONNX file as a module: ``forward(*inputs)`` gives the net's output blob and
-    ``forward_blobs`` gives that one blob by name (a traced program keeps no others).
-    It runs in float32 only (``fixed_dtype``)."""
+    """A pt2 or ONNX file as a module: ``forward(*inputs)`` gives the net's output blob (a
+    tuple of every output blob, in ``output_names`` order, when the net has several) and
+    ``forward_blobs`` gives them by name (a traced program keeps no other blob). It runs in
+    float32 only (``fixed_dtype``)."""
 
     fixed_dtype = torch.float32
 
-    def __init__(self, run: Callable[..., torch.Tensor], metadata: dict[str, str]):
+    def __init__(self, run: Callable[..., torch.Tensor], metadata: dict[str, str], source: str):
         super().__init__()
         self._run = run
+        self._source = source
         self.metadata = dict(metadata)
         self.input_names = json.loads(metadata["input_names"])
         self.input_shapes = json.loads(metadata["input_shapes"])
         self.output_name = metadata["output_blob"]
+        # files written before several outputs were kept record one output blob
+        self.output_names = json.loads(metadata.get("output_blobs", "null")) or [self.output_name]
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self._run(*inputs)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        outputs = tuple(self.forward_blobs(*inputs).values())
+        return outputs[0] if len(outputs) == 1 else outputs
 
     def forward_blobs(
         self,
@@ -219,11 +240,12 @@ class LoadedProgram(nn.Module):
         names: Sequence[str] | None = None,
         on_final: Callable[[str, torch.Tensor], None] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The output blob (``on_final`` is handed it too, as converter models do)."""
-        output = self._run(*inputs)
+        """The output blobs (``on_final`` is handed each too, as converter models do)."""
+        blobs = outputs_by_name(self.output_names, self._run(*inputs), self._source)
         if on_final is not None:
-            on_final(self.output_name, output)
-        return {self.output_name: output}
+            for name, value in blobs.items():
+                on_final(name, value)
+        return blobs
 
     def caffe_config(self) -> dict[str, object]:
         return {"input_shapes": self.input_shapes}
@@ -250,7 +272,7 @@ def load_program(path: str | os.PathLike) -> LoadedProgram:
         stored = extra[METADATA_KEY]
     try:
         metadata = json.loads(stored)
-        return LoadedProgram(run, metadata)
+        return LoadedProgram(run, metadata, str(path))
     except (ValueError, KeyError, TypeError):
         raise ConverterError(
             f"{path}: holds no caffe2torch metadata ({METADATA_KEY}); was it written by "
@@ -258,8 +280,9 @@ def load_program(path: str | os.PathLike) -> LoadedProgram:
         ) from None
 
 
-def _onnx_runner(path: Path) -> tuple[Callable[..., torch.Tensor], str]:
-    """A function running the ONNX file with onnxruntime, and the file's stored metadata."""
+def _onnx_runner(path: Path) -> tuple[Callable[..., tuple[torch.Tensor, ...]], str]:
+    """A function running the ONNX file with onnxruntime (every output, in the file's
+    order), and the file's stored metadata."""
     try:
         import onnxruntime
     except ImportError:
@@ -271,11 +294,11 @@ def _onnx_runner(path: Path) -> tuple[Callable[..., torch.Tensor], str]:
         raise ConverterError(f"{path}: onnxruntime cannot load it ({reason})") from None
     names = [item.name for item in session.get_inputs()]
 
-    def run(*inputs: torch.Tensor) -> torch.Tensor:
+    def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         feed = {
             name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
             for name, x in zip(names, inputs)
         }
-        return torch.from_numpy(session.run(None, feed)[0])
+        return tuple(torch.from_numpy(value) for value in session.run(None, feed))
 
     return run, session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "")

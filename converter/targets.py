@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from converter.conversion import Plan, file_metadata
+from converter.conversion import Plan, file_metadata, output_names
 from converter.errors import ConverterError
 from converter.net import Net
 
@@ -101,7 +101,8 @@ def _write_program(format, net, plan, output, metadata, tell) -> Path:
     meta = program.program_metadata(metadata)
     if format == "pt2":
         return program.write_pt2(traced, meta, output)
-    return program.write_onnx(traced, list(shapes), plan.config["output_name"], meta, output)
+    outputs = output_names(plan.config)
+    return program.write_onnx(traced, list(shapes), outputs, meta, output)
 
 
 def _write_checkpoint(format, net, plan, output, metadata, convention, input, tell) -> Path:
@@ -160,7 +161,7 @@ def _measured_stem_pool(net: Net, plan: Plan, config, input) -> str:
 
 def load_converted(path: str | os.PathLike, dtype):
     """A converted output as a module ``verify`` can run: a ``--format code`` folder, a
-    ``.pt2`` or ``.onnx`` file (output blob only, float32 only: ``fixed_dtype``), or a
+    ``.pt2`` or ``.onnx`` file (output blobs only, float32 only: ``fixed_dtype``), or a
     safetensors / ``.pt`` file (every blob, in ``dtype``)."""
     path = Path(path)
     if path.is_dir():

@@ -5,7 +5,9 @@
     python examples/classify.py resnet50.safetensors cat.jpg --mean 104,117,123
 
 The image is resized, center-cropped to the net's input size, turned to BGR 0-255 and has
-the training mean subtracted (Kaiming's models: the per-pixel mean image).
+the training mean subtracted (Kaiming's models: the per-pixel mean image). A net with
+several outputs (a detector's class scores and boxes) needs ``--output NAME``: the blob
+holding the class scores.
 """
 
 from __future__ import annotations
@@ -36,6 +38,27 @@ def read_labels(path: str, classes: int) -> list[str]:
     return names
 
 
+def class_scores(model, x: torch.Tensor, output: str | None) -> torch.Tensor:
+    """The first sample's scores from the output blob ``output`` (default: the net's only
+    output), flattened. ConverterError when the net has several outputs and none is
+    chosen, or ``output`` is not one of them."""
+    names = list(model.output_names)
+    if output is None and len(names) > 1:
+        raise converter.ConverterError(
+            f"the net has {len(names)} outputs ({', '.join(names)}); choose the one holding "
+            "the class scores with --output NAME"
+        )
+    if output is not None and output not in names:
+        raise converter.ConverterError(
+            f"--output {output}: not an output of this net; its outputs: {', '.join(names)}"
+        )
+    with torch.no_grad():
+        values = model(x)
+    if len(names) == 1:
+        values = (values,)
+    return dict(zip(names, values))[output or names[0]][0].flatten()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="+", help="PROTOTXT CAFFEMODEL, or a converted file")
@@ -43,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mean", help="FILE.binaryproto or B,G,R (default: no mean)")
     parser.add_argument("--labels", help="a text file with one class name per line")
     parser.add_argument("--top", type=int, default=5, help="how many classes to print")
+    parser.add_argument(
+        "--output", help="the output blob holding the class scores (nets with several outputs)"
+    )
     args = parser.parse_args(argv)
     try:
         if len(args.model) == 2:
@@ -55,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.error("give PROTOTXT CAFFEMODEL or one converted file")
         x = torch.from_numpy(load_input(args.image, shape, mean=args.mean))
-        with torch.no_grad():
-            scores = model(x)[0].flatten()
+        scores = class_scores(model, x, args.output)
         names = read_labels(args.labels, scores.numel()) if args.labels else []
     except converter.ConverterError as exc:
         print(f"classify: error: {exc}", file=sys.stderr)

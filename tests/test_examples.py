@@ -75,3 +75,27 @@ def test_dump_script_without_pycaffe_says_so_in_one_line(monkeypatch, tmp_path):
     message = str(done.value.code)
     assert message.startswith("dump_caffe_blobs: error: pycaffe is not importable")
     assert "\n" not in message and not (tmp_path / "b.npz").exists()
+
+
+def test_classify_asks_which_output_of_a_net_with_several(capsys, tmp_path):
+    """A two-head net (box regression and class scores): no guess, one line naming the
+    outputs; --output picks the class scores, and an unknown name is refused."""
+    from test_outputs import TWO_HEADS
+
+    from conftest import write_net
+
+    prototxt, caffemodel = write_net(tmp_path, "two", TWO_HEADS)
+    classify = load_example("classify")
+    argv = [str(prototxt), str(caffemodel), str(ROOT / "examples" / "coffee.png")]
+    assert classify.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 outputs (bbox_pred, cls_prob)" in err[0] and "--output" in err[0]
+    assert classify.main([*argv, "--output", "cls_prob", "--top", "5"]) == 0
+    shown = [int(line.split()[-1]) for line in capsys.readouterr().out.splitlines()]
+    model = converter.load(prototxt, caffemodel)
+    x = torch.from_numpy(load_input(argv[2], (1, 3, 8, 8)))
+    with torch.no_grad():
+        _, cls_prob = model(x)
+    assert shown == cls_prob[0].topk(5).indices.tolist()
+    assert classify.main([*argv, "--output", "cls_score"]) == 2
+    assert "not an output of this net; its outputs: bbox_pred, cls_prob" in capsys.readouterr().err

@@ -47,8 +47,12 @@ def assert_matches_caffe(model: CaffeGraph, inputs, blobs: dict, tolerance: floa
     worst = max(errors, key=errors.get)
     assert errors[worst] <= tolerance, (worst, errors[worst], tolerance)
     with torch.no_grad():
-        out = model(torch.from_numpy(inputs).to(dtype)).numpy()
-    np.testing.assert_array_equal(out, ours[model.output_name])
+        out = model(torch.from_numpy(inputs).to(dtype))
+    # forward returns every output blob (a tuple where there are several), as net.forward()
+    outs = out if len(model.output_names) > 1 else (out,)
+    assert len(outs) == len(model.output_names)
+    for name, value in zip(model.output_names, outs):
+        np.testing.assert_array_equal(value.numpy(), ours[name], err_msg=name)
 
 
 # ----------------------------------------------------------------------------- real Caffe
@@ -504,14 +508,15 @@ def test_from_config_and_state_dict_rebuild_the_same_module(name):
     rebuilt = CaffeGraph.from_config(config)
     rebuilt.load_state_dict(model.state_dict())
     assert rebuilt.module_names == model.module_names
-    assert rebuilt.output_name == model.output_name
+    assert (rebuilt.output_name, rebuilt.output_names) == (model.output_name, model.output_names)
     x = torch.from_numpy(case.input)
     ours, theirs = run_blobs(model, case.input), run_blobs(rebuilt, case.input)
     assert ours.keys() == theirs.keys()
     for key in ours:
         np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
     with torch.no_grad():
-        assert torch.equal(model(x), rebuilt(x))
+        for a, b in zip(model(x), rebuilt(x), strict=True):  # several outputs: a tuple
+            assert torch.equal(a, b)
 
 
 def test_from_config_refuses_other_architectures():
@@ -521,15 +526,24 @@ def test_from_config_refuses_other_architectures():
         CaffeGraph.from_config({"architecture": "generic"})
 
 
-def test_forward_blobs_filters_names_and_forward_returns_the_last_output():
+def test_forward_blobs_filters_names_and_forward_returns_every_output():
+    """forward returns what Caffe's net.forward() does: every blob no layer reads, by name
+    (Net::Init lists them from a std::set<string>); output_name is the one written last."""
     case = load_case("conv_variants")
-    model = CaffeGraph.from_net(read_net(case.prototxt, case.caffemodel))
+    net = read_net(case.prototxt, case.caffemodel)
+    model = CaffeGraph.from_net(net)
     assert model.input_names == ["data"] and model.output_name == "softmax4d"
+    assert model.output_names == sorted(net.outputs_by_production()) == net.outputs()
+    assert model.output_names[:3] == ["deconv", "deconv_g", "drop"]
     x = torch.from_numpy(case.input)
     with torch.no_grad():
         some = model.forward_blobs(x, names=["conv_dw", "ip_t"])
         assert list(some) == ["conv_dw", "ip_t"]
-        assert torch.equal(model(x), model.forward_blobs(x)["softmax4d"])
+        blobs = model.forward_blobs(x)
+        outputs = model(x)
+        assert isinstance(outputs, tuple) and len(outputs) == 14
+        for name, value in zip(model.output_names, outputs, strict=True):
+            assert torch.equal(value, blobs[name]), name
     with pytest.raises(KeyError):
         model.forward_blobs(x, names=["nope"])
     with pytest.raises(TypeError, match="1 input"):
@@ -567,8 +581,8 @@ def test_module_pickles_and_deep_copies(tmp_path):
     loaded = torch.load(tmp_path / "model.pt", weights_only=False)
     x = torch.from_numpy(case.input)
     with torch.no_grad():
-        assert torch.equal(loaded(x), model(x))
-        assert torch.equal(copy.deepcopy(model)(x), model(x))
+        for a, b, c in zip(loaded(x), copy.deepcopy(model)(x), model(x), strict=True):
+            assert torch.equal(a, c) and torch.equal(b, c)
     assert "pool: MAX" in repr(CaffeGraph.from_net(read_net(LEGACY / "v1.prototxt")))
 
 

@@ -6,6 +6,7 @@ order) and pass ``ruff check`` and ``ruff format --check`` with ruff's defaults.
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 from collections.abc import Sequence
@@ -40,6 +41,11 @@ def number(value: float) -> str:
         return f"float({str(value)!r})"
     text = str(np.float32(value)) if float(np.float32(value)) == value else repr(value)
     return text if any(c in text for c in ".e") else text + ".0"
+
+
+def quote(name: str) -> str:
+    """A Caffe name as a double-quoted string literal (ruff's preference)."""
+    return json.dumps(name)
 
 
 def literal(value: int | float | bool | Sequence[int]) -> str:
@@ -96,7 +102,8 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load(path: str | Path | None = None) -> {model}:
     """The converted net in eval mode with its weights from ``path`` (default: the
-    model.safetensors beside this file). ``model(x)`` returns the net's output blob."""
+    model.safetensors beside this file). ``model(x)`` returns the net's output blob (a
+    tuple of them where the net has several)."""
     path = Path(__file__).with_name("model.safetensors") if path is None else Path(path)
     with torch.device("meta"):  # no random init: every tensor comes from the file
         model = {model}()

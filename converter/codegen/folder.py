@@ -3,7 +3,7 @@
     model.py           the module (``load()`` returns it in eval mode with its weights)
     model.safetensors  exactly that module's state dict (BN statistics already divided by
                        Caffe's scale factor), plus caffe2torch's metadata
-    config.json        architecture, inputs, input convention, output blob, sources, version
+    config.json        architecture, inputs, input convention, output blobs, sources, version
     README.md          a model card: how to load it, the preprocessing, the parity verified
 
 That is the layout the Hugging Face hub and timm's ``local-dir:`` loading expect. The
@@ -16,7 +16,7 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from converter import __version__
 from converter.codegen.resnet import fits_resnet_form, resnet_source
+from converter.conversion import output_names
 from converter.errors import ConverterError, counted
 from converter.export import write_converted
 from converter.io.atomic import atomic_folder, atomic_write, check_folder_replaceable
@@ -107,6 +108,7 @@ def code_config(
             ),
         },
         "output_blob": plan.config["output_name"],
+        "output_blobs": output_names(plan.config),
     }
     if plan.config["architecture"] == "resnet":
         config["num_classes"] = plan.config["num_classes"]
@@ -186,7 +188,7 @@ def model_card(config: Mapping[str, Any], title: str) -> str:
         "from model import load  # with this folder on sys.path, or copy model.py",
         "",
         "model = load()  # eval mode, weights from the model.safetensors beside model.py",
-        f"out = model(x)  # blob '{config['output_blob']}'",
+        *_call_lines(config.get("output_blobs") or [config["output_blob"]]),
         "```",
         "",
         "## Preprocessing",
@@ -226,6 +228,18 @@ def write_code_folder(
         _write_json(tmp / "config.json", config)
         (tmp / "README.md").write_text(model_card(config, _title(net)), encoding="utf-8")
     return folder
+
+
+def _call_lines(outputs: Sequence[str]) -> list[str]:
+    """The card's lines calling the model: what it returns."""
+    if len(outputs) == 1:
+        return [f"out = model(x)  # blob '{outputs[0]}'"]
+    listed = ", ".join(f"'{name}'" for name in outputs)
+    return [
+        f"outputs = model(x)  # a tuple of the net's {len(outputs)} output blobs:",
+        f"# model.output_names == [{listed}] (Caffe's order)",
+        "named = dict(zip(model.output_names, outputs))",
+    ]
 
 
 def _title(net: Net) -> str:

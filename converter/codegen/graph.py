@@ -11,12 +11,11 @@ with one written in place (Split, Flatten, Reshape tops) is reassigned with it.
 
 from __future__ import annotations
 
-import json
 import keyword
 import re
 from collections.abc import Sequence
 
-from converter.codegen.common import LOADER, fill, header
+from converter.codegen.common import LOADER, fill, header, quote
 from converter.errors import ConverterError, noun
 from converter.layers import LayerCode, lookup
 from converter.net import Net
@@ -60,6 +59,17 @@ def _statement(indent: str, statement: str, comment: str = "") -> list[str]:
     return lines + [line if len(line) <= WIDTH else f"{line}  # fmt: skip"]
 
 
+def _listing(indent: str, start: str, items: Sequence[str], brackets: str = "") -> list[str]:
+    """``start`` and the items, comma-separated (in ``brackets`` if given) on one line, or,
+    where that is too long, in brackets ("()" if none) one item a line with a trailing
+    comma, as ruff format leaves them."""
+    opening, closing = brackets or "()"
+    line = f"{indent}{start}{brackets[:1]}{', '.join(items)}{brackets[1:]}"
+    if len(line) <= WIDTH:
+        return [line]
+    return [f"{indent}{start}{opening}", *(f"{indent}    {i}," for i in items), indent + closing]
+
+
 def _method(name: str, inputs: Sequence[str], returns: str) -> list[str]:
     """A method's ``def`` line(s) taking the input tensors, wrapped as ruff format wraps."""
     params = ["self", *(f"{blob}: torch.Tensor" for blob in inputs)]
@@ -93,11 +103,6 @@ class _Names:
             self.taken.add(name)
             self.names[blob] = name
         return self.names[blob]
-
-
-def _quote(name: str) -> str:
-    """A Caffe name as a double-quoted string literal (ruff's preference)."""
-    return json.dumps(name)
 
 
 # The names a helper defines at the top level of model.py (no blob variable may take them).
@@ -165,14 +170,14 @@ def graph_source(net: Net, model, prototxt: str, caffemodel: str, version: str) 
             continue
         attribute = f"self.{step.module}"
         if code.module is not None:
-            named = "" if step.module == layer.name else f"# {_quote(layer.name)}"
+            named = "" if step.module == layer.name else f"# {quote(layer.name)}"
             init += _statement("        ", f"{attribute} = {code.module}", named)
         if step.each_bottom:  # one module, run on each bottom/top pair
             pairs = [([b], [t]) for b, t in zip(layer.bottoms, layer.tops)]
         else:
             pairs = [(list(layer.bottoms), list(layer.tops))]
         same = [names(t) for t in layer.tops] == [layer.name]  # the blob says the layer
-        comment = f"# {layer.type}" if same else f"# {_quote(layer.name)}: {layer.type}"
+        comment = f"# {layer.type}" if same else f"# {quote(layer.name)}: {layer.type}"
         for bottom_blobs, top_blobs in pairs:
             if not top_blobs:  # Silence: consumes its bottoms, computes nothing
                 body.append(f"        {comment} (no output)")
@@ -189,11 +194,18 @@ def graph_source(net: Net, model, prototxt: str, caffemodel: str, version: str) 
                     alias = f"{names(other)} = {names(top)}.reshape({names(other)}.shape)"
                     body += _statement("        ", alias)
         produced.update(layer.tops)
-    output = names(model.output_name)
+    outputs = list(model.output_names)
     shapes_text = ", ".join(
         f"{name} ({', '.join(['N', *map(str, shape[1:])])})"
         for name, shape in model.input_shapes.items()
     )
+    if len(outputs) == 1:
+        returned = f"Output: blob {outputs[0]!r}."
+    else:
+        returned = (
+            f"Outputs: a tuple of the {len(outputs)} blobs in output_names, in Caffe's order "
+            "(by name), as Caffe's net.forward() returns them."
+        )
     summary = fill(
         f"The Caffe net {prototxt} as a plain PyTorch module.\n\n"
         "forward() runs Caffe's layers in Caffe's order; each local variable is the Caffe blob "
@@ -201,41 +213,32 @@ def graph_source(net: Net, model, prototxt: str, caffemodel: str, version: str) 
         "Torch's own functions are used where they compute exactly what Caffe does"
         f"{'; the small classes above Net do the rest' if helpers else ''}.\n\n"
         f"Input: float32 {shapes_text}, in the net's training convention (see config.json). "
-        f"Output: blob {model.output_name!r}."
+        f"{returned}"
     )
     net_class = [
         "class Net(nn.Module):",
         '    """The converted net; ``Net()`` builds it with uninitialised weights."""',
+        "",
+        "    # the blobs forward() returns, in Caffe's order",
+        *(
+            _listing("    ", "output_names = ", [quote(blob) for blob in outputs], "()")
+            if len(outputs) > 1
+            else [f"    output_names = ({quote(outputs[0])},)"]
+        ),
         "",
         "    def __init__(self) -> None:",
         "        super().__init__()",
         *(init or ["        pass"]),
         "",
     ]
-    outputs = [blob for blob in net.outputs() if blob not in model.input_names]
-    if len(outputs) <= 1:
+    if len(outputs) == 1:
         net_class += [*_method("forward", inputs, "torch.Tensor"), *body]
-        net_class.append(f"        return {output}")
-    else:  # every output blob is computed, as in Caffe: forward returns the last one
-        method = next(
-            name
-            for name in ("forward_outputs", *(f"forward_outputs_{i}" for i in range(2, 99)))
-            if name not in model.module_names.values()
-        )
+        net_class.append(f"        return {names(outputs[0])}")
+    else:  # every output blob, as Caffe's net.forward() gives them
         net_class += [
-            *_method("forward", inputs, "torch.Tensor"),
-            f'        """Blob {_quote(model.output_name)}; {method}() gives every output."""',
-            *_statement(
-                "        ",
-                f"return self.{method}({', '.join(inputs)})[{_quote(model.output_name)}]",
-            ),
-            "",
-            *_method(method, inputs, "dict[str, torch.Tensor]"),
-            '        """Every blob the net outputs (no layer reads it), by Caffe name."""',
+            *_method("forward", inputs, "tuple[torch.Tensor, ...]"),
             *body,
-            "        return {",
-            *(f"            {_quote(blob)}: {names(blob)}," for blob in outputs),
-            "        }",
+            *_listing("        ", "return ", [names(blob) for blob in outputs]),
         ]
     text_after_header = "\n".join(["\n".join(net_class)] + helpers)
     imports = ["import json", "from pathlib import Path", "", "import torch"]

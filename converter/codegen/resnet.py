@@ -9,7 +9,7 @@ vary from conv to conv cannot be written in this form: ``resnet_source`` refuses
 
 from __future__ import annotations
 
-from converter.codegen.common import LOADER, fill, header, literal
+from converter.codegen.common import LOADER, fill, header, literal, quote
 from converter.errors import ConverterError
 from converter.resnet.config import DEFAULT_BN_EPS, PoolConfig, ResNetConfig, block_specs
 
@@ -153,6 +153,8 @@ def _resnet_class(config: ResNetConfig) -> str:
     lines = [
         "class ResNet(nn.Module):",
         '    """The converted net; ``ResNet()`` builds it with uninitialised weights."""',
+        "",
+        f"    output_names = ({quote(c.output_name)},)  # the blob forward() returns",
         "",
         "    def __init__(",
         "        self,",

@@ -198,7 +198,8 @@ class CaffeResNet(nn.Module):
     """A ResNet in eval mode whose every exposed blob equals the Caffe net's blob of that name.
 
     ``forward(x)`` returns what Caffe's ``net.forward()`` returns for the net's last top
-    (``prob`` when the net ends in Softmax); ``forward_blobs`` returns named Caffe blobs.
+    (``prob`` when the net ends in Softmax), its one output (``output_names``, as the
+    generic module has); ``forward_blobs`` returns named Caffe blobs.
     """
 
     def __init__(self, config: ResNetConfig):
@@ -206,6 +207,7 @@ class CaffeResNet(nn.Module):
         self.config = config
         self.input_names = [config.input_name]
         self.output_name = config.output_name
+        self.output_names = [config.output_name]
         c = config
         self.conv1 = _conv(
             c, "conv1", c.input_shape[1], c.stem_channels, c.stem_kernel, c.stem_stride, c.stem_pad
