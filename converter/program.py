@@ -16,8 +16,9 @@ import json
 import logging
 import os
 import re
+import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,18 +60,22 @@ def export_program(
     input_shapes: dict[str, Sequence[int]],
     warn: Callable[[str], None] | None = None,
     where: str = "<net>",
+    instead: Callable[[], str] | None = None,
 ) -> torch.export.ExportedProgram:
     """``model`` (float32, eval mode) traced by ``torch.export`` with a dynamic batch.
 
     A net whose layers fix the batch size (a Reshape naming it, say) is traced at its
-    declared batch instead, and ``warn`` is told so.
+    declared batch instead, and ``warn`` is told so. A net that cannot be traced is one
+    ConverterError (``where`` starts it) naming the layer whose module failed, when the
+    model is a ``CaffeGraph``, torch's reason, and what ``instead()`` says to use instead
+    (called only then: knowing may take some work).
     """
     wrapper = _Inputs(model).eval()
     with _quiet_torch():
-        return _export(wrapper, input_shapes, warn, where)
+        return _export(wrapper, input_shapes, warn, where, instead)
 
 
-def _export(wrapper, input_shapes, warn, where) -> torch.export.ExportedProgram:
+def _export(wrapper, input_shapes, warn, where, instead) -> torch.export.ExportedProgram:
     """The tracing itself: dynamic batch first, then the declared shapes."""
     examples = _example_inputs(input_shapes)
     batch = torch.export.Dim("batch", min=1)
@@ -84,8 +89,10 @@ def _export(wrapper, input_shapes, warn, where) -> torch.export.ExportedProgram:
         try:
             program = torch.export.export(wrapper, declared)
         except Exception as exc:
-            cause = _root_cause(exc).removeprefix(f"{where}: ")  # a layer's own message
-            raise ConverterError(f"{where}: torch.export cannot trace this net: {cause}") from None
+            raise ConverterError(
+                f"{where}: torch.export cannot trace this net: "
+                + _blamed(exc, _raising_layer(exc, wrapper.model), where, instead)
+            ) from None
     if warn is not None:
         warn(f"the batch size stays fixed at the declared {declared[0].shape[0]} ({reason})")
     return program
@@ -107,10 +114,17 @@ def write_onnx(
     output_name: str | Sequence[str],
     metadata: dict[str, str],
     path: str | os.PathLike,
+    layers: Mapping[str, str] | None = None,
+    instead: Callable[[], str] | None = None,
 ) -> Path:
     """Translate ``program`` to ONNX (opset ``ONNX_OPSET``, weights inside the file, the
     net's blob names on inputs and output, ``metadata`` as model properties), atomically.
-    ``output_name`` names the program's output, or each of its outputs (a sequence)."""
+    ``output_name`` names the program's output, or each of its outputs (a sequence).
+
+    An operation the exporter cannot translate is one ConverterError naming the layer it
+    belongs to (``layers``: the traced model's module names -> the words for their layers,
+    ``layer_descriptions``), the operation, and what ``instead()`` says to use instead;
+    nothing is written."""
     output_names = [output_name] if isinstance(output_name, str) else list(output_name)
     try:
         import onnx  # noqa: F401  (the exporter needs it and onnxscript)
@@ -130,8 +144,10 @@ def write_onnx(
                 verbose=False,
             )
     except Exception as exc:
+        layer = _translated_layer(exc, program, layers or {})
         raise ConverterError(
-            f"{path}: the ONNX exporter cannot translate this net: {_root_cause(exc)}"
+            f"{path}: the ONNX exporter cannot translate this net: "
+            + _blamed(exc, layer, str(path), instead)
         ) from None
     proto = onnx_program.model_proto
     for key, value in metadata.items():
@@ -175,6 +191,86 @@ def _quiet_torch():
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+def layer_descriptions(model: nn.Module) -> dict[str, str]:
+    """The model's module names -> "layer 'name' (Type)", for a ``CaffeGraph`` (whose
+    submodules are the Caffe layers; ``steps``); empty for other models."""
+    return {
+        step.module: f"layer '{step.layer}' ({step.type})" for step in getattr(model, "steps", ())
+    }
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the errors it was raised from or while handling, outermost first."""
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def _raising_layer(exc: BaseException, model: nn.Module) -> str | None:
+    """The layer whose module was running when tracing failed: the innermost frame, in the
+    tracebacks of ``exc``'s chain, of a ``forward`` whose ``self`` is one of ``model``'s
+    layer modules (torch.export's default, non-strict tracing runs the modules' Python)."""
+    layers = layer_descriptions(model)
+    children = {id(child): layers[name] for name, child in model.named_children() if name in layers}
+    found = None
+    for error in _chain(exc):
+        tb = error.__traceback__
+        while tb is not None:
+            layer = children.get(id(tb.tb_frame.f_locals.get("self")))
+            found = layer or found
+            tb = tb.tb_next
+        if found:
+            return found
+    return None
+
+
+_OVERLOAD = re.compile(r"<OpOverload\(op='([\w.]+)', overload='(\w+)'\)>")
+
+
+def _translated_layer(
+    exc: BaseException, program: torch.export.ExportedProgram, layers: Mapping[str, str]
+) -> str | None:
+    """The layer of the graph node the ONNX exporter failed on, by that node's module path
+    (``model.`` and the module name, as ``export_program`` traces). The node is the one a
+    frame of the failure was translating (the exporter first decomposes the program, so
+    its node may be none of ``program``'s), else the first of ``program``'s nodes calling
+    the operation the error names."""
+    nodes = [
+        frame.f_locals["node"]
+        for error in _chain(exc)
+        for frame, _ in traceback.walk_tb(error.__traceback__)
+        if isinstance(frame.f_locals.get("node"), torch.fx.Node)
+    ]
+    overload = _OVERLOAD.search("\n".join(str(error) for error in _chain(exc)))
+    if overload:
+        target = ".".join(overload.groups())
+        nodes += [node for node in program.graph.nodes if str(node.target) == target]
+    for node in nodes:
+        for path, _ in (node.meta.get("nn_module_stack") or {}).values():
+            name = path.removeprefix("model.").split(".")[0]
+            if name in layers:
+                return layers[name]
+    return None
+
+
+def _blamed(
+    exc: BaseException, layer: str | None, where: str, instead: Callable[[], str] | None
+) -> str:
+    """What failed, for a message: the layer (when known) and torch's reason, with what to
+    use instead; a layer's own ConverterError (it names itself and says what to do) as it is."""
+    own = next((e for e in _chain(exc) if isinstance(e, ConverterError)), None)
+    if own is not None:
+        return str(own).removeprefix(f"{where}: ")
+    reason = _OVERLOAD.sub(lambda m: ".".join(m.groups()), _root_cause(exc))
+    reason = reason.split(". Failure message:")[0].split(" (unhinted:")[0].rstrip(". ")
+    if "data-dependent" in reason:
+        reason += " (the module branches on, or sizes a tensor by, its input's values)"
+    text = f"{layer}: {reason}" if layer else reason
+    return f"{text}; {instead()}" if instead is not None else text
 
 
 def _root_cause(exc: BaseException) -> str:

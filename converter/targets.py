@@ -97,12 +97,38 @@ def _write_program(format, net, plan, output, metadata, tell) -> Path:
     model = materialize(plan, torch.float32, net.weights_source or net.source)
     shapes = net.input_shapes()
     note = lambda text: tell(f"note: {text}")  # noqa: E731
-    traced = program.export_program(model, shapes, warn=note, where=net.source)
+    traced = program.export_program(
+        model, shapes, note, net.source, lambda: _instead(net, plan, onnx=False)
+    )
     meta = program.program_metadata(metadata)
     if format == "pt2":
         return program.write_pt2(traced, meta, output)
     outputs = output_names(plan.config)
-    return program.write_onnx(traced, list(shapes), outputs, meta, output)
+    layers = program.layer_descriptions(model)
+    instead = lambda: _instead(net, plan, onnx=True)  # noqa: E731
+    return program.write_onnx(traced, list(shapes), outputs, meta, output, layers, instead)
+
+
+def _instead(net: Net, plan: Plan, onnx: bool) -> str:
+    """What writes a net that ONNX (``onnx``: the traced program is there) or pt2 cannot."""
+    code = _code_writes(net, plan)
+    if onnx:
+        return "--format pt2 or --format code writes it" if code else "--format pt2 writes it"
+    if code:
+        return "--format code writes it (plain PyTorch)"
+    return "the default safetensors output keeps it (converter.load runs it, its type registered)"
+
+
+def _code_writes(net: Net, plan: Plan) -> bool:
+    """Whether ``--format code`` can write the net (a refusal offers it instead): only a
+    net whose every layer type has a code emitter can be."""
+    from converter.codegen.folder import model_source
+
+    try:
+        model_source(net, plan)
+    except ConverterError:
+        return False
+    return True
 
 
 def _write_checkpoint(format, net, plan, output, metadata, convention, input, tell) -> Path:

@@ -144,3 +144,101 @@ def test_untraceable_net_is_refused_in_one_line(tmp_path, capsys, format):
     assert "cannot trace this net: layer 'det' (DetectionOutput): " in err[0]
     assert "at most 1024 candidates per class" in err[0] and "takes 1030" in err[0]
     assert list(out.iterdir()) == []
+
+
+class _Gate(torch.nn.Module):
+    """Branches on its input's values: torch.export cannot trace that."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.sum() > 0 else -x
+
+
+class _ChannelMedian(torch.nn.Module):
+    """aten.median.dim, which torch.export traces and the ONNX exporter has no function for."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - torch.median(x, dim=1, keepdim=True).values
+
+
+class _ErfInv(torch.nn.Module):
+    """aten.erfinv, which the ONNX exporter decomposes to prims.erf_inv, a node of its own
+    graph, not of the traced program, before it finds no function for it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.erfinv(x.clamp(-0.5, 0.5))
+
+
+@pytest.fixture
+def odd_layer(tmp_path):
+    """Registers a user's layer type for one test: a net Input -> ReLU -> it (named 'odd')
+    -> ReLU, written with its caffemodel; yields (prototxt, caffemodel) per type name."""
+    from converter.layers import same_shape
+
+    modules = {"Gate": _Gate, "ChannelMedian": _ChannelMedian, "ErfInv": _ErfInv}
+    for name, module in modules.items():
+        converter.register_layer(name, shape=same_shape, module=lambda *_, m=module: m())
+
+    def write(type_name):
+        prototxt = tmp_path / f"{type_name}.prototxt"
+        prototxt.write_text(
+            'layer { name: "data" type: "Input" top: "data" '
+            "input_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } } }\n"
+            'layer { name: "relu" type: "ReLU" bottom: "data" top: "r" }\n'
+            f'layer {{ name: "odd" type: "{type_name}" bottom: "r" top: "odd" }}\n'
+            'layer { name: "relu2" type: "ReLU" bottom: "odd" top: "out" }\n'
+        )
+        caffemodel = tmp_path / f"{type_name}.caffemodel"
+        converter.write_caffemodel(converter.read_net(prototxt), caffemodel)
+        return prototxt, caffemodel
+
+    yield write
+    for name in modules:
+        converter.unregister_layer(name)
+
+
+def _refused(prototxt, caffemodel, format, capsys, tmp_path):
+    """convert to ``format`` in an empty folder: exit 2, one line, nothing written there."""
+    out = tmp_path / f"out_{format}"
+    out.mkdir()
+    argv = ["convert", str(prototxt), str(caffemodel), "-o", str(out / f"net.{format}")]
+    assert main([*argv, "--format", format]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert list(out.iterdir()) == []
+    return err[0]
+
+
+@pytest.mark.parametrize("format", ["pt2", "onnx"])
+def test_a_layer_that_cannot_be_traced_is_named(odd_layer, tmp_path, capsys, format):
+    """A layer whose module branches on its input's values: one line naming the layer, its
+    type, torch's reason and what keeps the net instead (no code emitter: not --format code)."""
+    prototxt, caffemodel = odd_layer("Gate")
+    line = _refused(prototxt, caffemodel, format, capsys, tmp_path)
+    assert line.startswith(f"caffe2torch: error: {prototxt}: torch.export cannot trace this net: ")
+    assert "this net: layer 'odd' (Gate): " in line and "data-dependent expression" in line
+    assert line.endswith(
+        "; the default safetensors output keeps it (converter.load runs it, its type registered)"
+    )
+    x = torch.arange(-20.0, 28.0).reshape(1, 3, 4, 4)  # a positive sum: the gate passes it
+    with torch.no_grad():
+        assert torch.equal(converter.load(prototxt, caffemodel)(x), torch.relu(x))  # it does
+
+
+@pytest.mark.parametrize(
+    ("type_name", "operation"),
+    [("ChannelMedian", "aten.median.dim"), ("ErfInv", "prims.erf_inv.default")],
+)
+def test_an_operation_onnx_lacks_is_named_with_its_layer(
+    odd_layer, tmp_path, capsys, type_name, operation
+):
+    """An operation the ONNX exporter has no function for: one line naming the layer whose
+    module calls it, its type and the operation, offering pt2, which writes the net."""
+    prototxt, caffemodel = odd_layer(type_name)
+    line = _refused(prototxt, caffemodel, "onnx", capsys, tmp_path)
+    assert line == (
+        f"caffe2torch: error: {tmp_path / 'out_onnx' / 'net.onnx'}: the ONNX exporter cannot "
+        f"translate this net: layer 'odd' ({type_name}): No ONNX function found for "
+        f"{operation}; --format pt2 writes it"
+    )
+    assert main(["convert", str(prototxt), str(caffemodel), "-o", str(tmp_path / "n.pt2")]) == 0
+    assert (tmp_path / "n.pt2").is_file()
