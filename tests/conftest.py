@@ -80,9 +80,15 @@ def shared_cases(prefix: str = "") -> list[str]:
 
 
 def shared_case(name: str) -> Case:
-    """A case of ../shared/fixtures; skips the test when it is not there."""
+    """A case of ../shared/fixtures; skips the test when it is not there, naming what is
+    missing: the folder (``NO_SHARED``, ``shared_cases``'s placeholder), or the case."""
+    if name == NO_SHARED or not SHARED_FIXTURES.is_dir():
+        pytest.skip(
+            f"{SHARED_FIXTURES} is not beside this checkout (or set "
+            "CAFFE2TORCH_SHARED_FIXTURES to the shared fixtures folder)"
+        )
     if not (SHARED_FIXTURES / name / "case.json").is_file():
-        pytest.skip(f"{SHARED_FIXTURES / name} is not beside this checkout")
+        pytest.skip(f"{SHARED_FIXTURES} has no case {name}")
     return load_case(name, SHARED_FIXTURES)
 
 

@@ -106,6 +106,22 @@ def test_shared_case_matches_caffe(name):
     assert_matches_caffe(model, case.input, case.blobs, case.tolerance, torch.float32)
 
 
+def test_without_the_shared_fixtures_the_skip_names_the_folder(monkeypatch, tmp_path):
+    """The reason read "/tmp/shared/fixtures/<no ../shared/fixtures> is not beside this
+    checkout": the placeholder case name joined to the folder."""
+    import conftest
+
+    missing = tmp_path / "shared" / "fixtures"
+    monkeypatch.setattr(conftest, "SHARED_FIXTURES", missing)
+    assert conftest.shared_cases() == [conftest.NO_SHARED]
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        conftest.shared_case(conftest.NO_SHARED)
+    assert str(skipped.value).startswith(f"{missing} is not beside this checkout (or set ")
+    missing.mkdir(parents=True)
+    with pytest.raises(pytest.skip.Exception, match="has no case resnet18_w8$"):
+        conftest.shared_case("resnet18_w8")
+
+
 # ----------------------------------------------------------------------------- pooling
 
 
