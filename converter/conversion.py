@@ -281,13 +281,15 @@ def convert(
     it can take several times longer than the conversion itself.
     ``mean`` (a mean file or "B,G,R") and ``scale`` are the input convention every format
     records (by default, a training net's transform_param: ``preprocess.input_convention``);
-    ``input`` serves the other formats: what detectron2/mmdet differences are measured on.
+    ``input`` serves the other formats: what detectron2/mmdet differences are measured on;
+    an ``input`` array also gives the sizes a training net's Data layer leaves to the data,
+    as in ``verify`` (``read_net``'s ``fill_shape``).
     ``notes`` is told what the user must know about the output (a net with several
     outputs: their names and order; the other formats' settings and differences).
     ``check(net)`` runs once the net is read and planned, before anything is written: the
     command line checks there what a verification after the conversion would refuse.
     """
-    from converter.preprocess import input_convention
+    from converter.preprocess import array_shape, input_convention
 
     prototxt, caffemodel = Path(prototxt), Path(caffemodel)
     for source in (prototxt, caffemodel):
@@ -302,7 +304,7 @@ def convert(
         from converter.targets import write_target
 
         with gc_paused():
-            net = read_net(prototxt, caffemodel, input_shapes)
+            net = read_net(prototxt, caffemodel, input_shapes, fill_shape=array_shape(input))
             plan = plan_conversion(net, generic, fuse_bn)
             if check is not None:
                 check(net)
@@ -323,7 +325,7 @@ def convert(
             # A full GC pass over torch's objects costs more than the conversion's Python
             # work, and the conversion makes many small objects but no cycles: see gc_paused.
             with gc_paused():
-                net = read_net(prototxt, caffemodel, input_shapes)
+                net = read_net(prototxt, caffemodel, input_shapes, fill_shape=array_shape(input))
                 if progress:
                     progress("read", 1, 1)
                 plan = plan_conversion(net, generic, fuse_bn)

@@ -63,13 +63,17 @@ def to_deploy(
     source: str,
     input_shapes: InputShapes = None,
     left_out: int = 0,
+    fill_shape: Sequence[int] | None = None,
 ) -> tuple[list[caffe_pb2.LayerParameter], list[str]]:
     """The TEST-phase ``layers`` as a deploy net, and what was changed (empty: nothing).
 
     ``left_out``: how many TRAIN-only layers the phase rules removed (for the message).
     ``input_shapes`` gives or replaces input shapes: ``{blob: shape}``, or one shape for a
-    net with one input. Raises ConverterError for a data layer whose shape the file cannot
-    say and ``input_shapes`` does not give, and for an ``input_shapes`` naming no input.
+    net with one input; a shape keeps the number of axes the file declares. ``fill_shape``
+    (the shape of the array verify runs on) completes the one input whose sizes only the
+    data says (a Data layer without crop_size) where ``input_shapes`` does not, if it fits
+    what the file says (``_fits``). Raises ConverterError for a data layer whose shape
+    neither gives, and for an ``input_shapes`` naming no input or with other axes.
     """
     training = {i for i, lp in enumerate(layers) if is_training_only(lp)}
     gone = _unused_inputs(layers, training)
@@ -102,14 +106,33 @@ def to_deploy(
             # what the layer did to its images (mean, scale) is the model's input
             # convention: kept on the Input (which Caffe's Input ignores), for the record
             result[-1].transform_param.CopyFrom(lp.transform_param)
-    given = normalize_input_shapes(input_shapes, _input_tops(result), source)
+    declared = {
+        top: shape
+        for lp in result
+        if lp.type == "Input"
+        for top, shape in zip(lp.top, _declared_shapes(lp))
+        if shape
+    }
+    # a data layer's partial shape has its number of axes, but (None,) (HDF5Data, Python) not
+    declared.update((top, partial) for top, (_, partial) in unknown.items() if len(partial) > 1)
+    given = normalize_input_shapes(input_shapes, _input_tops(result), source, declared)
+    open_tops = [top for top in unknown if top not in given]
+    filled = None
+    if len(open_tops) == 1 and _fits(fill_shape, unknown[open_tops[0]][1]):
+        filled = open_tops[0]
+        given[filled] = _with_batch_axis(tuple(fill_shape), unknown[filled][1])
     result = [_with_shapes(lp, given) for lp in result]
     for top, (name, partial) in unknown.items():
         if top not in given:
-            known = "x".join("?" if d is None else str(d) for d in partial)
+            known = _shape_text(partial)
+            unfit = (
+                f"; the input array's shape {_shape_text(fill_shape)} does not fit it"
+                if fill_shape is not None and len(open_tops) == 1
+                else ""
+            )
             raise ConverterError(
                 f"{source}: data layer '{name}' gives its top '{top}' no complete shape "
-                f"(known: {known}; Caffe takes the rest from the data it reads): pass "
+                f"(known: {known}; Caffe takes the rest from the data it reads){unfit}: pass "
                 f"--input-shape {top}:N,C,H,W (Python: input_shapes={{'{top}': (N, C, H, W)}})"
             )
     if not (converted or dropped or removed_inputs):
@@ -122,6 +145,8 @@ def to_deploy(
     for lp, note in converted:
         if lp.name in inputs:
             shape = tuple(inputs[lp.name].input_param.shape[0].dim)
+            if filled in lp.top:
+                note = " (its sizes from the input array)"
             changes.append(f"{lp.type} '{lp.name}' became an Input of shape {shape}{note}")
     if dropped:
         names = ", ".join(f"{layers[i].type} '{layers[i].name}'" for i in sorted(dropped))
@@ -287,11 +312,17 @@ def _with_shapes(
 
 
 def normalize_input_shapes(
-    input_shapes: InputShapes, inputs: Sequence[str], source: str
+    input_shapes: InputShapes,
+    inputs: Sequence[str],
+    source: str,
+    declared: Mapping[str, tuple] | None = None,
 ) -> dict[str, Shape]:
     """``input_shapes`` as ``{input blob: shape}``, checked against the net's ``inputs``.
 
-    A bare shape (a sequence of ints) is for a net with exactly one input.
+    A bare shape (a sequence of ints) is for a net with exactly one input. A shape replaces
+    the sizes the file ``declared`` for an input (None: a size only the data says), not
+    their number: ``--input-shape 1,3,224`` for a net declaring 1x3x224x224 is refused
+    here, not at the first layer that needs the fourth axis.
     """
     if input_shapes is None:
         return {}
@@ -316,8 +347,40 @@ def normalize_input_shapes(
             raise ConverterError(
                 f"{source}: the shape for input '{name}' must be positive integers, found {shape!r}"
             )
+        known = (declared or {}).get(name)
+        if known and len(known) != len(dims):
+            raise ConverterError(
+                f"{source}: the shape given for input '{name}', {_shape_text(dims)}, has "
+                f"{counted(len(dims), 'axis', 'axes')}; the net declares "
+                f"{counted(len(known), 'axis', 'axes')} ({_shape_text(known)}): give a size "
+                "for each"
+            )
         result[name] = tuple(int(d) for d in dims)
     return result
+
+
+def _shape_text(shape: Sequence[int | None]) -> str:
+    """1x3x?x?: a shape with the sizes only the data says as '?'."""
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def _fits(shape: Sequence[int] | None, partial: tuple) -> bool:
+    """Whether ``shape`` (an input array's) can complete a data layer's ``partial`` shape:
+    the same number of axes (or one fewer, the batch axis, which ``load_input`` adds), every
+    size the file gives after the batch, positive sizes. The batch is the array's: Caffe's
+    comes from batch_size, the number of images it reads at once."""
+    if not shape or not all(_positive_int(d) for d in shape):
+        return False
+    if len(partial) == 1 and partial[0] is None:  # HDF5Data, Python: the data says all
+        return True
+    full = _with_batch_axis(tuple(shape), partial)
+    return len(full) == len(partial) and all(
+        p is None or p == d for p, d in zip(partial[1:], full[1:])
+    )
+
+
+def _with_batch_axis(shape: tuple[int, ...], partial: tuple) -> tuple[int, ...]:
+    return (1, *shape) if len(shape) == len(partial) - 1 else shape
 
 
 def _positive_int(value: object) -> bool:

@@ -130,6 +130,7 @@ def read_net(
     prototxt: str | os.PathLike,
     caffemodel: str | os.PathLike | None = None,
     input_shapes: InputShapes = None,
+    fill_shape: Sequence[int] | None = None,
 ) -> Net:
     """Read a net definition, and its weights when a caffemodel is given.
 
@@ -137,13 +138,15 @@ def read_net(
     layer that needs parameters must find them, with the shapes the prototxt implies.
     A training net (train_val) is read as the deploy net Caffe runs (``converter.deploy``);
     ``input_shapes`` (``{input blob: shape}``, or one shape for a one-input net) gives the
-    shapes the file cannot say, or replaces declared ones. The weights may be a binary
+    shapes the file cannot say, or replaces declared ones; ``fill_shape`` (the shape of the
+    input array verify runs on) gives what the file cannot say where it fits and
+    ``input_shapes`` does not (``converter.deploy.to_deploy``). The weights may be a binary
     caffemodel (float, double or half precision, or compressed) or Caffe's HDF5 weights.
     """
     with gc_paused():
         if caffemodel is not None:
             sniff.check_pair(prototxt, caffemodel)
-        net = net_from_param(read_prototxt(prototxt), str(prototxt), input_shapes)
+        net = net_from_param(read_prototxt(prototxt), str(prototxt), input_shapes, fill_shape)
         if caffemodel is not None:
             weights = read_weight_file(caffemodel)
             last = weights.format == "hdf5"
@@ -172,17 +175,22 @@ def gc_paused() -> Iterator[None]:
 
 
 def net_from_param(
-    param: caffe_pb2.NetParameter, source: str = "<net>", input_shapes: InputShapes = None
+    param: caffe_pb2.NetParameter,
+    source: str = "<net>",
+    input_shapes: InputShapes = None,
+    fill_shape: Sequence[int] | None = None,
 ) -> Net:
     """Build a Net (TEST phase, no weights) from an upgraded NetParameter.
 
     Layers of the TEST phase are kept (Caffe's include/exclude rules); a training net
     becomes the deploy net Caffe runs, with one DeployNetWarning saying what changed
-    (``converter.deploy.to_deploy``, which also applies ``input_shapes``). Layer names may
+    (``converter.deploy.to_deploy``, which also applies ``input_shapes`` and
+    ``fill_shape``). Layer names may
     repeat, as Caffe allows; ``attach_weights`` says which of them receive stored blobs.
     """
     kept = [lp for lp in param.layer if _included_in_test(lp, param.state)]
-    deploy, changes = to_deploy(kept, source, input_shapes, len(param.layer) - len(kept))
+    left_out = len(param.layer) - len(kept)
+    deploy, changes = to_deploy(kept, source, input_shapes, left_out, fill_shape)
     if changes:
         warnings.warn(f"{source}: {'; '.join(changes)}", DeployNetWarning, stacklevel=2)
     layers = [Layer(lp.name, lp.type, list(lp.bottom), list(lp.top), lp) for lp in deploy]

@@ -44,6 +44,22 @@ def is_image(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() != ".npy"
 
 
+def array_shape(input: str | os.PathLike | np.ndarray | None) -> tuple[int, ...] | None:
+    """The shape of an input array or .npy file (read from its header), None for an image,
+    no input or a file that is not one readable array (``load_input`` then says why): what
+    completes the shape of a Data layer that leaves its sizes to the data (``read_net``'s
+    ``fill_shape``)."""
+    if isinstance(input, np.ndarray):
+        return input.shape
+    if input is None or is_image(input) or not Path(input).is_file():
+        return None
+    try:
+        array = np.load(input, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return array.shape if isinstance(array, np.ndarray) else None
+
+
 def random_input(shape: Sequence[int], seed: int = 0) -> np.ndarray:
     """Deterministic float32 N(0, 50) noise: the scale of mean-subtracted 0-255 pixels."""
     rng = np.random.default_rng(seed)

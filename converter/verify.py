@@ -245,7 +245,9 @@ def verify(
 
     reference = _check_reference(reference)
     _check_tolerance(tolerance)
-    net = read_net(prototxt, caffemodel, input_shapes)
+    from converter.preprocess import array_shape
+
+    net = read_net(prototxt, caffemodel, input_shapes, fill_shape=array_shape(input))
     net.shapes()  # a net our shape rules reject never reaches OpenCV or Caffe: they may crash
     metadata = None
     if converted is not None:

@@ -193,6 +193,55 @@ def test_data_layer_the_file_cannot_size_needs_input_shape(capsys, tmp_path, lay
     assert "data -> conv" in out and "2x4x6x6" in out
 
 
+MEAN_DATA = 'type: "Data" transform_param { mean_value: 1 mean_value: 2 mean_value: 3 }'
+HDF5_DATA = 'type: "HDF5Data" hdf5_data_param { source: "list.txt" batch_size: 4 }'
+
+
+@pytest.mark.parametrize(
+    ("layer", "array", "shape"),
+    [
+        (MEAN_DATA + " data_param { batch_size: 5 }", (2, 3, 8, 8), (2, 3, 8, 8)),
+        (MEAN_DATA, (3, 8, 8), (1, 3, 8, 8)),  # an array without its batch axis
+        (HDF5_DATA, (2, 3, 8, 8), (2, 3, 8, 8)),
+    ],
+)
+def test_the_input_array_sizes_a_data_layer_the_file_cannot(layer, array, shape):
+    """verify --input x.npy on a train_val without crop_size asked for --input-shape too."""
+    text = f'name: "t"\nlayer {{ name: "data" {layer} top: "data" top: "label" }}' + TAIL
+    net, caught = net_from(text, fill_shape=array)
+    assert net.input_shapes() == {"data": shape}
+    assert f"became an Input of shape {shape} (its sizes from the input array)" in caught[0]
+    # --input-shape wins; a shape the file says is kept
+    net, _ = net_from(text, input_shapes=(1, 3, 6, 6), fill_shape=array)
+    assert net.input_shapes() == {"data": (1, 3, 6, 6)}
+    net, _ = net_from(text.replace("mean_value: 1", "crop_size: 6 mean_value: 1"), fill_shape=array)
+    assert layer == HDF5_DATA or net.input_shapes()["data"][1:] == (3, 6, 6)
+
+
+def test_an_input_array_that_does_not_fit_the_data_layer_is_named():
+    text = f'name: "t"\nlayer {{ name: "data" {MEAN_DATA} top: "data" top: "label" }}' + TAIL
+    with pytest.raises(ConverterError) as err:
+        net_from(text, fill_shape=(2, 1, 8, 8))
+    assert "(known: 1x3x?x?; Caffe takes" in str(err.value)
+    assert "the input array's shape 2x1x8x8 does not fit it: pass --input-shape" in str(err.value)
+
+
+def test_train_val_without_crop_size_verifies_on_the_input_array(capsys, tmp_path):
+    """The array Caffe ran on gives the sizes: real Caffe's blobs, no --input-shape."""
+    text = (TRAINVAL / "train_val.prototxt").read_text().replace("crop_size: 224", "")
+    proto = tmp_path / "train_val.prototxt"
+    proto.write_text(text)
+    x = tmp_path / "input.npy"
+    np.save(x, RESNET.input[:1])
+    ref = ["--reference", str(TRAINVAL / "blobs.npz"), "--input", str(x)]
+    assert main(["verify", str(proto), str(CAFFEMODEL), *ref]) == 0
+    out, err = capsys.readouterr()
+    assert "PASS: 7 blobs" in out and "(its sizes from the input array)" in err
+    out_file = tmp_path / "tv.safetensors"
+    assert main(["convert", str(proto), str(CAFFEMODEL), "-o", str(out_file), *ref, "-q"]) == 0
+    assert "PASS" in capsys.readouterr().out and out_file.is_file()
+
+
 def test_python_api_takes_input_shapes(tmp_path):
     text = (TRAINVAL / "train_val.prototxt").read_text().replace("crop_size: 224", "")
     proto = tmp_path / "train_val.prototxt"
@@ -300,6 +349,8 @@ def test_input_shape_option_parses(values, expected):
         ([":1,3"], "NAME:N,C,H,W"),
         (["1,3", "data:1,3"], "one unnamed shape"),
         (["nope:1,3,8,8"], "'nope', which is not an input of the net (inputs: data)"),
+        # accepted, it failed at pool1 ("pooling needs a 4-D input")
+        (["1,3,224"], "'data', 1x3x224, has 3 axes; the net declares 4 axes (2x3x224x224)"),
     ],
 )
 def test_bad_input_shapes_are_one_line_errors(capsys, values, words):
@@ -309,6 +360,21 @@ def test_bad_input_shapes_are_one_line_errors(capsys, values, words):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and words in err, err
+
+
+def test_a_shape_keeps_the_number_of_axes_the_file_gives():
+    text = f'name: "t"\nlayer {{ name: "data" {MEAN_DATA} top: "data" top: "label" }}' + TAIL
+    with pytest.raises(ConverterError, match=r"has 3 axes; the net declares 4 axes \(1x3x\?x\?\)"):
+        net_from(text, input_shapes=(1, 3, 8))
+    hdf5 = text.replace(MEAN_DATA, HDF5_DATA)  # its data says the number of axes too
+    assert net_from(hdf5, input_shapes=(1, 3, 8))[0].input_shapes() == {"data": (1, 3, 8)}
+    flat = INPUT.replace("dim: 1 dim: 3 dim: 8 dim: 8", "dim: 1 dim: 6")
+    ip = 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+    ip += "inner_product_param { num_output: 2 } }"
+    net, _ = net_from(flat + ip, input_shapes=(4, 6))
+    assert net.input_shapes() == {"data": (4, 6)}
+    with pytest.raises(ConverterError, match=r"has 4 axes; the net declares 2 axes \(1x6\)"):
+        net_from(flat + ip, input_shapes=(1, 6, 1, 1))
 
 
 def test_a_bare_shape_needs_a_one_input_net():
