@@ -426,7 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the converted model and a reference on the same input and compare every blob.\n"
         "Exit 0: every blob within tolerance; 1: parity fails (the first diverging blob is\n"
         "marked); 2: bad input; 3: inconclusive, every compared blob agrees but none could\n"
-        "show an error on this input (a saturated softmax, all a pt2 or ONNX file gives).\n"
+        "show an error on this input (a saturated softmax, all a pt2 or ONNX file gives), or\n"
+        "some differ only where the reference's scores tie (detections over saturated\n"
+        "scores).\n"
         "The report's first line says which reference ran and why.",
         [
             "caffe2torch verify deploy.prototxt model.caffemodel --reference blobs.npz "

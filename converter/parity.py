@@ -54,6 +54,9 @@ class BlobParity:
     exact: str = ""
     exact_count: int = 0
     exact_mismatch: int = 0
+    # set (by verify) on a failing blob when the difference is one the reference itself
+    # gives where its values tie to within the tolerance: why, in words; not a failure
+    undecided: str = ""
 
     @property
     def problem(self) -> str:
@@ -90,6 +93,7 @@ class BlobParity:
             "problem": self.problem,
             "exact": self.exact or None,
             "exact_mismatch": self.exact_mismatch,
+            "undecided": self.undecided or None,
         }
 
 
@@ -125,19 +129,26 @@ class ParityReport:
 
     @property
     def first_failure(self) -> BlobParity | None:
-        return next((row for row in self.rows if not row.passed), None)
+        return next(iter(self.failures), None)
 
     @property
     def failures(self) -> list[BlobParity]:
-        return [row for row in self.rows if not row.passed]
+        """The blobs that differ, less those whose difference ties decide (``undecided``)."""
+        return [row for row in self.rows if not row.passed and not row.undecided]
+
+    @property
+    def undecided(self) -> list[BlobParity]:
+        """The blobs that differ only where the reference's values tie (``undecided``)."""
+        return [row for row in self.rows if not row.passed and row.undecided]
 
     @property
     def inconclusive(self) -> bool:
-        """Every compared blob agrees, but none of them could have shown an error."""
+        """No blob fails, but either none of them could have shown an error, or some differ
+        where ties decide, which neither side gets wrong."""
         return (
             bool(self.rows)
             and self.first_failure is None
-            and all(row.name in self.uninformative for row in self.rows)
+            and (bool(self.undecided) or all(row.name in self.uninformative for row in self.rows))
         )
 
     @property
@@ -162,6 +173,8 @@ class ParityReport:
         if not self.rows:
             return f"FAIL: no blob in common with {self.reference}, nothing was compared"
         raised = f" ({self.tolerance_note})" if self.tolerance_note else ""
+        if self.inconclusive and self.undecided:
+            return self._undecided_verdict()
         if self.inconclusive:
             why = "; ".join(f"'{row.name}' is {self.uninformative[row.name]}" for row in self.rows)
             random = (self.input or {}).get("kind") == "random"
@@ -191,6 +204,26 @@ class ParityReport:
             f"FAIL: first divergence at blob '{first.name}' ({reason}); "
             f"{failed} of {counted(len(self.rows), 'blob')} {noun(failed, 'fails', 'fail')} "
             f"against {self.reference}{raised}"
+        )
+
+    def _undecided_verdict(self) -> str:
+        """INCONCLUSIVE because some blobs differ where the reference's values tie."""
+        tied = self.undecided
+        agree = len(self.rows) - len(tied)
+        why = "; ".join(
+            f"'{row.name}' differs ({row.problem}) only where {row.undecided}" for row in tied
+        )
+        random = (self.input or {}).get("kind") == "random"
+        return (
+            f"INCONCLUSIVE: {agree} of {counted(len(self.rows), 'blob')} within "
+            f"{_tol(self.tolerance)} of {self.reference}; {why}; that is no error of the "
+            f"conversion, and no check of {'it' if len(tied) == 1 else 'them'} either; "
+            + (
+                "random noise saturates the scores (in float32 to exactly 1.0): give --input "
+                "with realistic data (an image with --mean, or a preprocessed .npy)"
+                if random
+                else "give an --input on which the scores do not tie"
+            )
         )
 
     def with_tolerance(self, tolerance: float) -> ParityReport:
@@ -272,13 +305,15 @@ class ParityReport:
             line = (
                 f"{row.name:<{name_width}}  {_shape(row.shape):<{shape_width}}  "
                 f"{_num(row.max_abs, '.2e'):>11}  {_num(row.rel, '.2e'):>9}  "
-                f"{_num(row.cosine, '.6f'):>9}  {'OK' if row.passed else 'FAIL'}"
+                f"{_num(row.cosine, '.6f'):>9}  {_result(row)}"
             )
             if row is first:
                 line += "  <-- first divergence"
             lines.append(line)
             if not row.passed and row.problem and not row.problem.startswith("rel "):
                 lines.append(f"{'':<{name_width}}  ^ {row.problem}")
+            if not row.passed and row.undecided:
+                lines.append(f"{'':<{name_width}}  ^ only where {row.undecided}")
         lines.append("")
         if self.topk is not None:
             t = self.topk
@@ -506,6 +541,11 @@ def _finite_or_none(value: float) -> float | None:
 
 def _shape(shape: Sequence[int]) -> str:
     return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
+def _result(row: BlobParity) -> str:
+    """The table's verdict on one blob."""
+    return "OK" if row.passed else "TIED" if row.undecided else "FAIL"
 
 
 def _num(value: float, spec: str) -> str:

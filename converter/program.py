@@ -61,21 +61,23 @@ def export_program(
     warn: Callable[[str], None] | None = None,
     where: str = "<net>",
     instead: Callable[[], str] | None = None,
+    fixed_by: Callable[[], str | None] | None = None,
 ) -> torch.export.ExportedProgram:
     """``model`` (float32, eval mode) traced by ``torch.export`` with a dynamic batch.
 
     A net whose layers fix the batch size (a Reshape naming it, say) is traced at its
-    declared batch instead, and ``warn`` is told so. A net that cannot be traced is one
-    ConverterError (``where`` starts it) naming the layer whose module failed, when the
-    model is a ``CaffeGraph``, torch's reason, and what ``instead()`` says to use instead
-    (called only then: knowing may take some work).
+    declared batch instead, and ``warn`` is told so, with the layer ``fixed_by()`` names
+    (torch's words, "Constraints violated (batch)!", tell a user nothing). A net that
+    cannot be traced is one ConverterError (``where`` starts it) naming the layer whose
+    module failed, when the model is a ``CaffeGraph``, torch's reason, and what
+    ``instead()`` says to use instead (called only then: knowing may take some work).
     """
     wrapper = _Inputs(model).eval()
     with _quiet_torch():
-        return _export(wrapper, input_shapes, warn, where, instead)
+        return _export(wrapper, input_shapes, warn, where, instead, fixed_by)
 
 
-def _export(wrapper, input_shapes, warn, where, instead) -> torch.export.ExportedProgram:
+def _export(wrapper, input_shapes, warn, where, instead, fixed_by) -> torch.export.ExportedProgram:
     """The tracing itself: dynamic batch first, then the declared shapes."""
     examples = _example_inputs(input_shapes)
     batch = torch.export.Dim("batch", min=1)
@@ -83,8 +85,8 @@ def _export(wrapper, input_shapes, warn, where, instead) -> torch.export.Exporte
     with torch.no_grad():
         try:
             return torch.export.export(wrapper, examples, dynamic_shapes=(dynamic,))
-        except Exception as exc:  # torch reports a fixed batch with several error types
-            reason = str(exc).strip().split("\n")[0]
+        except Exception:  # torch reports a fixed batch with several error types
+            pass
         declared = tuple(torch.zeros(tuple(map(int, s))) for s in input_shapes.values())
         try:
             program = torch.export.export(wrapper, declared)
@@ -94,6 +96,8 @@ def _export(wrapper, input_shapes, warn, where, instead) -> torch.export.Exporte
                 + _blamed(exc, _raising_layer(exc, wrapper.model), where, instead)
             ) from None
     if warn is not None:
+        layer = fixed_by() if fixed_by is not None else None
+        reason = f"{layer} fixes it" if layer else "a layer's shape fixes it"
         warn(f"the batch size stays fixed at the declared {declared[0].shape[0]} ({reason})")
     return program
 

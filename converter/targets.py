@@ -98,7 +98,12 @@ def _write_program(format, net, plan, output, metadata, tell) -> Path:
     shapes = net.input_shapes()
     note = lambda text: tell(f"note: {text}")  # noqa: E731
     traced = program.export_program(
-        model, shapes, note, net.source, lambda: _instead(net, plan, onnx=False)
+        model,
+        shapes,
+        note,
+        net.source,
+        lambda: _instead(net, plan, onnx=False),
+        lambda: _batch_fixing_layer(net),
     )
     meta = program.program_metadata(metadata)
     if format == "pt2":
@@ -107,6 +112,28 @@ def _write_program(format, net, plan, output, metadata, tell) -> Path:
     layers = program.layer_descriptions(model)
     instead = lambda: _instead(net, plan, onnx=True)  # noqa: E731
     return program.write_onnx(traced, list(shapes), outputs, meta, output, layers, instead)
+
+
+def _batch_fixing_layer(net: Net) -> str | None:
+    """The first layer, in words, with a top that grows with the input batch but not along
+    its first axis (a Reshape naming the batch size, say); None when our shape rules show
+    none (or refuse another batch, without telling which layer)."""
+    declared = net.input_shapes()
+    other = {name: (int(shape[0]) + 1, *shape[1:]) for name, shape in declared.items()}
+    try:
+        before, after = net.shapes(declared), net.shapes(other)
+    except ConverterError:
+        return None
+    follows = set(declared)  # blobs whose first dimension follows the batch
+    for layer, old, new in zip(net.layers, before, after):
+        pairs = list(zip(layer.tops, old.top_shapes, new.top_shapes))
+        moved = {top for top, a, b in pairs if a[:1] != b[:1]}
+        # a top that grows with the batch but not along its first axis; one that keeps its
+        # size (PriorBox's anchors) does not depend on the batch at all
+        if follows & set(layer.bottoms) and any(a[:1] == b[:1] and a != b for _, a, b in pairs):
+            return f"layer '{layer.name}' ({layer.type})"
+        follows = (follows - set(layer.tops)) | moved
+    return None
 
 
 def _instead(net: Net, plan: Plan, onnx: bool) -> str:

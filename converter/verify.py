@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import dataclasses
 import functools
 import math
 import os
@@ -33,8 +34,14 @@ from converter.api import build_model, stream_blobs
 from converter.deploy import InputShapes
 from converter.errors import ConverterError, counted
 from converter.layers.registry import ExactPart, exact_blobs
-from converter.net import Net, net_definition, read_net, write_caffemodel
-from converter.parity import SATURATION, Comparison, ParityReport, saturated_share
+from converter.net import Layer, Net, final_writes, net_definition, read_net, write_caffemodel
+from converter.parity import (
+    SATURATION,
+    Comparison,
+    ParityReport,
+    compare_blobs,
+    saturated_share,
+)
 from converter.preprocess import InputWarning
 from converter.progress import bar
 
@@ -334,9 +341,17 @@ def verify(
     # top-1/top-5 agreement: on class probabilities only (a Softmax over axis 1)
     comparison.classes = {name for name, axis in softmax_axis.items() if axis == 1}
     shares: dict[str, float] = {}
+    # the layers whose tops ties can decide: their bottoms on the reference's side, and the
+    # tops on ours, are kept (they are small) to judge a difference (_undecided)
+    tie_layers = _tie_layers(net, set(wanted))
+    tie_bottoms = {name for layer in tie_layers.values() for name in layer.bottoms}
+    kept: dict[str, Any] = {}
+    reference_blobs = _keeping(reference_blobs, tie_bottoms, kept)
 
     def compare(name: str, ours: torch.Tensor, theirs: np.ndarray) -> None:
         comparison.add(name, ours, theirs)
+        if name in tie_layers:
+            kept[name] = (ours, np.array(theirs, dtype=np.float64))
         if name in softmax_axis:
             shares[name] = saturated_share(theirs, softmax_axis[name] % max(theirs.ndim, 1))
         shown.update()
@@ -354,6 +369,8 @@ def verify(
     report = comparison.report(label)
     if tolerance is None and report.first_failure:
         report = _raised_tolerance(report, model, net, generic, x, order, exact, default_tol)
+    report.rows = _undecided(report, tie_layers, kept, exact)
+    kept.clear()
     report.reference_choice = choice
     report.input = described
     report.uninformative = _uninformative(report, shares)
@@ -403,6 +420,87 @@ def _raised_tolerance(
 
 
 Blob = tuple[str, Any]
+
+# Layer types whose top's rows or integers follow a ranking of float values (ties broken by
+# position), and the executor function that ranks the reference's values as ours did.
+TIE_RANKED = {"DetectionOutput": "detections_ranked_as"}
+
+
+def _tie_layers(net: Net, compared: set[str]) -> dict[str, Layer]:
+    """Compared top -> its layer, for the ``TIE_RANKED`` layers that give the top's final
+    value."""
+    final = final_writes(net)
+    return {
+        top: layer
+        for index, layer in enumerate(net.layers)
+        if layer.type in TIE_RANKED
+        for top in layer.tops[:1]
+        if top in compared and final.get(top) == index
+    }
+
+
+def _keeping(blobs: Iterator[Blob], names: set[str], kept: dict[str, Any]) -> Iterator[Blob]:
+    """``blobs`` passed through, keeping a float64 copy of each one in ``names``."""
+    for name, value in blobs:
+        if name in names:
+            kept[name] = np.array(value, dtype=np.float64)
+        yield name, value
+
+
+def _undecided(report: ParityReport, layers: dict[str, Layer], kept: dict[str, Any], exact) -> list:
+    """The report's rows, those of a failing ``TIE_RANKED`` top marked ``undecided`` when
+    the reference's own layer (the executor's), on the reference's own bottoms, gives the
+    reference's top as they are and ours with the scores moved by no more than the
+    tolerance allows (ties broken as ours broke them), each within the tolerance.
+
+    Ties are what a saturated softmax makes in float32 (many scores exactly 1.0, ranked by
+    position) while float64 still tells them apart; a wrong box, a wrong label on scores
+    apart by more than that, or a reference top its bottoms do not give still fails. The
+    tolerance is relative to the largest float of the top (scores and boxes), as the
+    comparison's measure is.
+    """
+    from converter.executor import FORWARD, detection
+
+    def agree(name: str, a: np.ndarray, b: np.ndarray | None) -> bool:
+        if b is None:
+            return False
+        judged = compare_blobs({name: a}, {name: b}, [name], report.tolerance, exact=exact)
+        return judged.rows[0].passed
+
+    rows = []
+    for row in report.rows:
+        layer = layers.get(row.name)
+        if row.passed or layer is None or not all(b in kept for b in layer.bottoms):
+            rows.append(row)
+            continue
+        ours, theirs = kept[row.name]
+        ours = ours.detach().double().numpy() if hasattr(ours, "detach") else np.asarray(ours)
+        bottoms = [kept[name] for name in layer.bottoms]
+        where = f"{layer.name} ({layer.type})"
+        (as_is,) = FORWARD[layer.type](layer, bottoms, [], where)
+        ranked = getattr(detection, TIE_RANKED[layer.type])
+        box_tolerance = report.tolerance * _float_scale(theirs, exact.get(row.name))
+        tied, window = ranked(layer, bottoms, ours, report.tolerance, box_tolerance)
+        if agree(row.name, as_is, theirs) and agree(row.name, ours, tied):
+            row = dataclasses.replace(
+                row,
+                undecided=(
+                    f"the reference's scores tie to within {window:.1e}: its own "
+                    f"{layer.type}, with those ties broken as ours broke them, gives ours"
+                ),
+            )
+        rows.append(row)
+    return rows
+
+
+def _float_scale(values: np.ndarray, exact: ExactPart | None) -> float:
+    """The largest magnitude among ``values`` less their integer part ``exact`` (the scale
+    the comparison's relative measure divides by); 1.0 when there is none or it is 0."""
+    if exact is not None and exact.axis is not None and values.ndim:
+        values = np.delete(values, list(exact.index), axis=exact.axis % values.ndim)
+    finite = np.abs(values[np.isfinite(values)])
+    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+
 
 # How far one side may run ahead of the other, in bytes of blobs waiting to be compared.
 # Switching between the two runs costs more than it seems: after each op, torch's OpenMP
@@ -464,10 +562,12 @@ def _rounding_error(
 ) -> float:
     """A rounding error of ours on this input: the blobs of ``rounded`` (run in its own
     dtype) against ``exact_model`` (default: ``rounded``'s weights in float64) run in
-    float64, measured as every comparison is (largest over ``names``), leaving out the
-    integer-valued parts ``exact`` names (a rounding that moves an index says nothing about
-    the float values' error)."""
-    names = [name for name in names if name not in exact or exact[name].axis is not None]
+    float64, measured as every comparison is (largest over ``names``), leaving out every
+    blob ``exact`` names, wholly or in part: a rounding that moves an index says nothing of
+    the float values' error, and the floats beside one follow it (DetectionOutput's scores
+    and boxes sit in the rows its labels and ranking chose: a reordered row moves them by
+    whole boxes), so they would raise the bar for every blob past any error."""
+    names = [name for name in names if name not in exact]
     as64 = copy.deepcopy(rounded).to(torch.float64) if exact_model is None else exact_model
     measured = Comparison(order, math.inf, exact=exact)
     with _taking_turns(lambda hand_over: stream_blobs(rounded, x, hand_over, names)) as low:
@@ -594,11 +694,16 @@ def _saturation_notes(report: ParityReport, described: dict[str, Any]) -> list[s
     with the default random input only."""
     if report.inconclusive:
         return []
-    others = counted(len(report.rows) - len(report.uninformative), "blob")
+    count = len(report.rows) - len(report.uninformative)
+    others = (
+        "the other blob compared carries"
+        if count == 1
+        else f"the other {counted(count, 'blob')} compared carry"
+    )
     random = described["kind"] == "random"
     return [
         f"'{name}' is {what}{' (random noise often does that)' if random else ' on this input'}"
-        f", so agreeing on it tells little (the other {others} compared carry the check)"
+        f", so agreeing on it tells little ({others} the check)"
         + (
             "; run with --input and realistic data (an image with --mean, or a preprocessed .npy)"
             if random

@@ -120,6 +120,31 @@ def test_unreadable_program_is_one_error(tmp_path):
         load_program(bad)
 
 
+def test_a_batch_fixed_by_a_layer_is_named_in_our_words(tmp_path, capsys):
+    """A Reshape naming the batch size fixes it: the note names that layer, and torch's own
+    text ("Constraints violated (batch)! For more information, run with TORCH_LOGS=...")
+    stays out. The program then runs at the declared batch."""
+    prototxt = tmp_path / "fixed.prototxt"
+    prototxt.write_text(
+        'layer { name: "data" type: "Input" top: "data" '
+        "input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }\n"
+        'layer { name: "relu" type: "ReLU" bottom: "data" top: "relu" }\n'
+        'layer { name: "flat" type: "Reshape" bottom: "relu" top: "flat" '
+        "reshape_param { shape { dim: 2 dim: -1 } } }\n"
+    )
+    caffemodel = tmp_path / "fixed.caffemodel"
+    converter.write_caffemodel(converter.read_net(prototxt), caffemodel)
+    output = tmp_path / "fixed.pt2"
+    assert main(["convert", str(prototxt), str(caffemodel), "-o", str(output)]) == 0
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    note = "note: the batch size stays fixed at the declared 2 (layer 'flat' (Reshape) fixes it)"
+    assert note in text
+    assert "Constraints" not in text and "TORCH_LOGS" not in text
+    program = load_program(output)
+    assert tuple(program(torch.ones(2, 3, 4, 4)).shape) == (2, 48)
+
+
 @pytest.mark.parametrize("format", ["pt2", "onnx"])
 def test_untraceable_net_is_refused_in_one_line(tmp_path, capsys, format):
     """A DetectionOutput whose NMS would run over more candidates per class than pt2 and

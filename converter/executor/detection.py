@@ -71,17 +71,7 @@ def _detection_output(layer, bottoms, params, where):
     variances = priors[0, 1].reshape(count, 4)
     rows = []
     for i in range(images):
-        decoded = {}  # loc label -> (P, 4) boxes; label -1 when shared
-        for k in range(c.loc_classes):
-            label = -1 if c.share_location else k
-            if label == c.background_label_id:
-                continue
-            decoded[label] = np.array(
-                [
-                    _decode(c, prior_boxes[p], variances[p], loc[i, p, k], where)
-                    for p in range(count)
-                ]
-            )
+        decoded = _decoded(c, loc[i], prior_boxes, variances, where)
         indices: dict[int, list[int]] = {}
         for label in range(c.num_classes):
             if label == c.background_label_id:
@@ -107,6 +97,23 @@ def _detection_output(layer, bottoms, params, where):
         empty[0, 0, :, 0] = np.arange(images)
         return [empty]
     return [np.asarray(rows, dtype=loc.dtype)[None, None]]
+
+
+def _decoded(c: DetectionConfig, loc, prior_boxes, variances, where: str) -> dict:
+    """One image's boxes: loc label -> (P, 4) decoded boxes (label -1 when shared), the
+    background's left out. ``loc`` is (P, loc_classes, 4)."""
+    decoded = {}
+    for k in range(c.loc_classes):
+        label = -1 if c.share_location else k
+        if label == c.background_label_id:
+            continue
+        decoded[label] = np.array(
+            [
+                _decode(c, prior_boxes[p], variances[p], loc[p, k], where)
+                for p in range(len(prior_boxes))
+            ]
+        )
+    return decoded
 
 
 def _decode(c: DetectionConfig, prior, variance, offsets, where: str) -> list[float]:
@@ -167,3 +174,52 @@ def _size(box) -> float:
     if box[2] < box[0] or box[3] < box[1]:
         return 0.0
     return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def detections_ranked_as(
+    layer, bottoms: list[np.ndarray], ours: np.ndarray, tolerance: float, box_tolerance: float
+) -> tuple[np.ndarray | None, float]:
+    """The reference's DetectionOutput on its own ``bottoms`` (loc, conf, priors), its
+    confidences moved by at most ``window`` (``tolerance`` times the largest confidence)
+    each so that it ranks the priors as ``ours`` (the same layer's top, computed elsewhere:
+    rows [image, label, score, box]) does; and ``window``.
+
+    Each row of ours is matched to the prior whose decoded box (for that image and label) is
+    within ``box_tolerance`` of its box and whose score is within ``window`` of its score;
+    that score becomes ours, and every score not in ours goes down by ``window``. Where
+    scores tie to within ``window`` (a softmax saturated in float32: many exactly 1.0), this
+    breaks the ties the way ours did, which NMS and keep_top_k then follow. Returns the top
+    (1, 1, rows, 7), or None when a row of ours is no prior of the reference's within those
+    bounds (a wrong box or label: no tie explains it).
+    """
+    window = tolerance * max(float(np.abs(bottoms[1]).max(initial=0.0)), 1e-30)
+    where = f"layer '{layer.name}' (DetectionOutput)"
+    c = detection_config(layer, where)
+    loc, conf, priors = (np.asarray(b, dtype=np.float64) for b in bottoms)
+    count = detection_priors(c, [b.shape for b in bottoms], where)
+    images = loc.shape[0]
+    loc = loc.reshape(images, count, c.loc_classes, 4)
+    scores = conf.reshape(images, count, c.num_classes)
+    prior_boxes, variances = priors[0, 0].reshape(count, 4), priors[0, 1].reshape(count, 4)
+    decoded = [_decoded(c, loc[i], prior_boxes, variances, where) for i in range(images)]
+    moved = scores - window
+    taken = np.zeros(scores.shape, dtype=bool)
+    for row in np.asarray(ours, dtype=np.float64).reshape(-1, 7):
+        image, label, score = int(row[0]), int(row[1]), row[2]
+        if label < 0:  # an image without detections: no prior to match
+            continue
+        if not (0 <= image < images and 0 <= label < c.num_classes):
+            return None, window
+        boxes = decoded[image].get(-1 if c.share_location else label)
+        if boxes is None:  # the background class
+            return None, window
+        distance = np.abs(scores[image, :, label] - score)
+        near = (distance <= window) & ~taken[image, :, label]
+        near &= np.abs(boxes - row[3:]).max(axis=1) <= box_tolerance
+        if not near.any():
+            return None, window
+        prior = int(np.argmin(np.where(near, distance, np.inf)))
+        taken[image, prior, label] = True
+        moved[image, prior, label] = score
+    bottoms = [loc.reshape(bottoms[0].shape), moved.reshape(conf.shape), priors]
+    return _detection_output(layer, bottoms, [], where)[0], window
