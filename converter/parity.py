@@ -612,7 +612,13 @@ def plot_report(report: ParityReport, path: str | os.PathLike) -> None:
             depth[exact], values[exact], s=14, facecolors="none", edgecolors="tab:blue",
             label="exact (0, drawn at the bottom)",
         )  # fmt: skip
-    bad = ~ok & ~no_number
+    tied = ~ok & np.array([bool(r.undecided) for r in rows], dtype=bool)
+    if tied.any():
+        ax.scatter(
+            depth[tied], values[tied], s=36, color="tab:orange", zorder=3,
+            label="differs where the reference's scores tie (inconclusive)",
+        )  # fmt: skip
+    bad = ~ok & ~no_number & ~tied
     if bad.any():
         ax.scatter(depth[bad], values[bad], s=36, color="tab:red", label="failing", zorder=3)
     if no_number.any():

@@ -477,10 +477,14 @@ def _undecided(report: ParityReport, layers: dict[str, Layer], kept: dict[str, A
         ours = ours.detach().double().numpy() if hasattr(ours, "detach") else np.asarray(ours)
         bottoms = [kept[name] for name in layer.bottoms]
         where = f"{layer.name} ({layer.type})"
-        (as_is,) = FORWARD[layer.type](layer, bottoms, [], where)
         ranked = getattr(detection, TIE_RANKED[layer.type])
         box_tolerance = report.tolerance * _float_scale(theirs, exact.get(row.name))
-        tied, window = ranked(layer, bottoms, ours, report.tolerance, box_tolerance)
+        try:
+            (as_is,) = FORWARD[layer.type](layer, bottoms, [], where)
+            tied, window = ranked(layer, bottoms, ours, report.tolerance, box_tolerance)
+        except ConverterError:  # bottoms the executor refuses (a prior with no width): no
+            rows.append(row)  # judgement, the failure stands
+            continue
         if agree(row.name, as_is, theirs) and agree(row.name, ours, tied):
             row = dataclasses.replace(
                 row,

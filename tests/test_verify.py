@@ -1065,8 +1065,10 @@ def test_detections_ranked_by_float32_ties_are_inconclusive(fork_pt2, capsys, tm
     NMS and keep_top_k rank by position, while float64 still orders them. Labels and rows
     differ, and neither side is wrong. Before: FAIL, exit 1, at a tolerance raised 8124x
     (by those very rows) to 8.12."""
-    code, report, out, _ = verify_fork(capsys, tmp_path, fork_pt2)
+    plot = tmp_path / "tied.png"
+    code, report, out, _ = verify_fork(capsys, tmp_path, fork_pt2, "--plot", plot)
     assert code == 3 and report["status"] == "inconclusive", out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a TIED row drawn as such
     row = detection_row(report)
     assert not row["passed"] and row["exact_mismatch"] > 0  # they do differ
     assert row["undecided"].startswith("the reference's scores tie to within 1.0e-03")
