@@ -286,12 +286,24 @@ def _root_cause(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def program_metadata(metadata: dict[str, str]) -> dict[str, str]:
-    """What a pt2 or ONNX file keeps of a conversion's metadata (under one key, as JSON)."""
+def program_metadata(
+    metadata: dict[str, str], tensor_shapes: Mapping[str, Sequence[int]] | None = None
+) -> dict[str, str]:
+    """What a pt2 or ONNX file keeps of a conversion's metadata (under one key, as JSON):
+    with the config and ``tensor_shapes`` (the traced model's state dict: name -> shape),
+    ``verify`` tells a file of another net (``provenance.check_program_source``)."""
     keep = ("producer", "architecture", "source_prototxt", "source_caffemodel", "input_names")
     keep += ("input_shapes", "input_convention", "input_mean", "input_mean_source")
-    keep += ("input_scale", "output_blob", "output_blobs")
-    return {METADATA_KEY: json.dumps({k: metadata[k] for k in keep if k in metadata})}
+    keep += ("input_scale", "output_blob", "output_blobs", "config")
+    kept = {k: metadata[k] for k in keep if k in metadata}
+    if tensor_shapes is not None:
+        shapes = {name: [int(d) for d in shape] for name, shape in tensor_shapes.items()}
+        kept["tensor_shapes"] = json.dumps(shapes)
+    # the producer last: an ONNX file ends with its metadata, and sniff.by_caffe2torch
+    # reads only the file's tail (the config and tensor shapes take tens of kB)
+    if "producer" in kept:
+        kept["producer"] = kept.pop("producer")
+    return {METADATA_KEY: json.dumps(kept)}
 
 
 # ----------------------------------------------------------------------------- running them

@@ -30,9 +30,44 @@ def check_converted_source(path: str | os.PathLike, net: Net) -> dict[str, str]:
     that a wrong conversion fails the parity check instead of passing for another net.
     The sources' file names may differ (files get renamed). Returns the file's metadata.
     """
+    shapes, metadata = read_converted_header(path)
+    return _check_source(path, net, shapes, metadata)
+
+
+def check_program_source(
+    path: str | os.PathLike, net: Net, metadata: Mapping[str, str]
+) -> dict[str, str]:
+    """``check_converted_source`` for a pt2 or ONNX file, from the config and tensor shapes
+    its metadata keeps (``program.program_metadata``). A file written before it kept them
+    is judged by its input and output blob names. Returns the metadata."""
+    metadata = dict(metadata)
+    if "config" in metadata and "tensor_shapes" in metadata:
+        stored = json.loads(metadata["tensor_shapes"])
+        shapes = {name: tuple(shape) for name, shape in stored.items()}
+        return _check_source(path, net, shapes, metadata)
+    output, inputs = metadata.get("output_blob"), metadata.get("input_names")
+    if output not in net.blob_names() or (
+        inputs is not None and json.loads(inputs) != list(net.input_shapes())
+    ):
+        theirs = metadata.get("source_prototxt") or "another net"
+        raise ConverterError(
+            f"{path}: was converted from '{theirs}' (inputs {inputs}, output blob "
+            f"'{output}'), which does not fit {net.source} (inputs "
+            f"{list(net.input_shapes())}{'' if output in net.blob_names() else ', no such blob'}"
+            "); verify it against the files it was converted from"
+        )
+    return metadata
+
+
+def _check_source(
+    path: str | os.PathLike,
+    net: Net,
+    shapes: Mapping[str, tuple[int, ...]],
+    metadata: Mapping[str, str],
+) -> dict[str, str]:
     from converter.conversion import plan_conversion
 
-    shapes, metadata = read_converted_header(path)
+    metadata = dict(metadata)
     stored = json.loads(metadata["config"])
     generic = stored.get("architecture") == "generic"
     try:

@@ -105,7 +105,7 @@ def _write_program(format, net, plan, output, metadata, tell) -> Path:
         lambda: _instead(net, plan, onnx=False),
         lambda: _batch_fixing_layer(net),
     )
-    meta = program.program_metadata(metadata)
+    meta = program.program_metadata(metadata, plan.shapes)
     if format == "pt2":
         return program.write_pt2(traced, meta, output)
     outputs = output_names(plan.config)
@@ -237,21 +237,17 @@ def load_converted(path: str | os.PathLike, dtype):
 
 def converted_metadata(path: str | os.PathLike, net: Net) -> dict[str, str]:
     """The metadata of a converted output, after checking (``provenance``) that it was
-    converted from ``net``: a code folder by its model.safetensors; a pt2 or ONNX file keeps
-    only the source names and inputs (``program.program_metadata``), so its check is that
-    its inputs fit the net (``verify``), and a failed comparison names its sources."""
-    from converter.provenance import check_converted_source
+    converted from ``net``: a code folder by its model.safetensors; a pt2 or ONNX file by
+    the config and tensor shapes its metadata keeps (``program.program_metadata``)."""
+    from converter.provenance import check_converted_source, check_program_source
 
     path = Path(path)
     if path.is_dir():
         return check_converted_source(path / "model.safetensors", net)
     if _program_kind(path):
-        import json
-
         from converter.program import load_program
 
-        program = load_program(path)
-        return json.loads(json.dumps(program.metadata))
+        return check_program_source(path, net, dict(load_program(path).metadata))
     return check_converted_source(path, net)
 
 

@@ -897,6 +897,58 @@ def test_a_converted_file_of_other_weights(capsys, tmp_path):
     ]
 
 
+@pytest.fixture(scope="module")
+def r50_outputs(tmp_path_factory) -> dict[str, Path]:
+    """resnet50_w8_calibrated as a pt2 file, an ONNX file and a code folder."""
+    folder = tmp_path_factory.mktemp("r50")
+    prototxt, caffemodel = BUNDLED["resnet50_w8_calibrated"][:2]
+    return {
+        fmt: converter.convert(prototxt, caffemodel, folder / name, format=fmt)
+        for fmt, name in (("pt2", "r50.pt2"), ("onnx", "r50.onnx"), ("code", "r50code"))
+    }
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx", "code"])
+def test_a_program_or_code_folder_of_another_net_is_bad_input(fmt, r50_outputs, capsys):
+    """A ResNet-50's pt2/ONNX file against resnet18_w8 (same input shape, same output blob
+    'prob'). Before: the comparison ran, FAIL at 'prob', exit 1, with a note on the names."""
+    prototxt, caffemodel, x, _, _ = BUNDLED["resnet18_w8"]
+    code, out, err = run(
+        capsys, "verify", prototxt, caffemodel, "--input", x, "--reference", "numpy",
+        "--converted", r50_outputs[fmt],
+    )  # fmt: skip
+    assert code == 2 and out == ""
+    assert_one_line_error(
+        err, "was converted from 'resnet50_w8_calibrated.prototxt'", "ResNet-50 (bottleneck",
+        "ResNet-18 (basic blocks", str(prototxt),
+    )  # fmt: skip
+
+
+def test_an_older_onnx_file_of_another_net_is_told_by_its_blob_names(r50_outputs, capsys, tmp_path):
+    """An ONNX file written before its metadata kept the config and tensor shapes is judged
+    by its input and output blob names: a ResNet-50's against pool_ceil (no blob 'prob')."""
+    import onnx
+
+    from converter.program import METADATA_KEY
+
+    model = onnx.load(r50_outputs["onnx"])
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            kept = json.loads(prop.value)
+            assert "config" in kept and "tensor_shapes" in kept
+            del kept["config"], kept["tensor_shapes"]
+            prop.value = json.dumps(kept)
+    older = tmp_path / "older.onnx"
+    onnx.save(model, older)
+    prototxt, caffemodel = BUNDLED["pool_ceil"][:2]
+    code, out, err = run(capsys, "verify", prototxt, caffemodel, "--converted", older)
+    assert code == 2 and out == ""
+    assert_one_line_error(
+        err, str(older), "was converted from 'resnet50_w8_calibrated.prototxt'",
+        "output blob 'prob'", "no such blob",
+    )  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- streaming
 
 
