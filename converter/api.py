@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from converter.conversion import (
     warn_non_finite,
 )
 from converter.deploy import InputShapes
-from converter.errors import ConverterError
+from converter.errors import ConverterError, counted
 from converter.export import owned_tensors, read_converted
 from converter.net import Net, gc_paused, read_net
 
@@ -120,28 +120,69 @@ def load(
 
 
 def blobs(
-    model: nn.Module, x: torch.Tensor | np.ndarray, names: Sequence[str] | None = None
+    model: nn.Module, *inputs: ModelInput, names: Sequence[str] | None = None
 ) -> dict[str, torch.Tensor]:
     """What Caffe would hold in ``net.blobs[name]`` after a forward pass, for each blob.
 
-    ``x`` is cast to the model's floating dtype and device; a model without parameters or
-    buffers (only pooling, activations, ...) runs in ``x``'s own floating dtype.
+    ``inputs``: one tensor (or array) per net input, in ``model.input_names`` order, or one
+    tuple/list of them, or one dict {input blob name: tensor}; ``blobs(model, a, b)`` for a
+    net with inputs a and b. Each is cast to the model's floating dtype and device (a model
+    without parameters or buffers runs in the input's own floating dtype). ``names``: the
+    blobs wanted (default: all; a list after the inputs is taken as ``names`` too). Inputs
+    that do not fit the net raise TypeError, saying what the net takes.
     """
+    if names is None and len(inputs) > 1 and _is_names(inputs[-1]):
+        *inputs, names = inputs
     with torch.no_grad():
-        return model.forward_blobs(_model_input(model, x), names=names)
+        return model.forward_blobs(*_model_inputs(model, inputs), names=names)
 
 
 def stream_blobs(
     model: nn.Module,
-    x: torch.Tensor | np.ndarray,
+    x: ModelInput | Sequence[ModelInput] | Mapping[str, ModelInput],
     on_final: Callable[[str, torch.Tensor], None],
     names: Sequence[str] | None = None,
 ) -> None:
     """``blobs`` one at a time: ``on_final(name, value)`` gets each blob as soon as it holds
     its final value, and the model keeps only the blobs later layers need, so memory stays
-    at a few blobs, not all of them."""
+    at a few blobs, not all of them. ``x``: the inputs, as one argument (see ``blobs``)."""
     with torch.no_grad():
-        model.forward_blobs(_model_input(model, x), names=names, on_final=on_final)
+        model.forward_blobs(*_model_inputs(model, (x,)), names=names, on_final=on_final)
+
+
+ModelInput = torch.Tensor | np.ndarray
+
+
+def _is_names(value) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def _model_inputs(model: nn.Module, inputs: Sequence) -> tuple[torch.Tensor, ...]:
+    """``inputs`` (see ``blobs``) as one tensor per net input, in the model's input order,
+    in its floating dtype and on its device. TypeError, naming what the net takes, for
+    anything else (the message never shows the tensors)."""
+    names = list(getattr(model, "input_names", None) or [])
+    takes = f"the net takes {counted(len(names), 'input')} ({', '.join(names)})"
+    if len(inputs) == 1 and isinstance(inputs[0], Mapping):
+        given = dict(inputs[0])
+        missing = [name for name in names if name not in given]
+        unknown = [str(name) for name in given if name not in names]
+        problems = [f"lacks {', '.join(missing)}"] if missing else []
+        problems += [f"names no input {', '.join(unknown)}"] if unknown else []
+        if problems:
+            raise TypeError(f"{takes}; the dict {' and '.join(problems)}")
+        inputs = [given[name] for name in names]
+    elif len(inputs) == 1 and isinstance(inputs[0], (tuple, list)) and not _is_names(inputs[0]):
+        inputs = list(inputs[0])
+    if names and len(inputs) != len(names):
+        raise TypeError(f"{takes}, got {len(inputs)}")
+    for index, x in enumerate(inputs):
+        if not isinstance(x, (torch.Tensor, np.ndarray)):
+            where = f"input '{names[index]}'" if index < len(names) else f"input {index}"
+            raise TypeError(
+                f"{where}: expected a torch.Tensor or a NumPy array, got {type(x).__name__}"
+            )
+    return tuple(_model_input(model, x) for x in inputs)
 
 
 def _model_input(model: nn.Module, x: torch.Tensor | np.ndarray) -> torch.Tensor:

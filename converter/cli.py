@@ -86,7 +86,7 @@ def _convert(args: argparse.Namespace) -> int:
             input_shapes=input_shapes(args.input_shape),
             mean=args.mean,
             scale=args.scale,
-            input=args.input,
+            input=_one_input(args.input, checkpoint),
             notes=lambda text: print(text, file=_text_stream(args)),
             check=checks and (lambda net: checks(net, verify_args)),
         )
@@ -114,7 +114,7 @@ def _verify_checks(args: argparse.Namespace):
         check_options(
             net,
             reference=verify_args.reference or "auto",
-            input=verify_args.input,
+            input=input_files(verify_args.input),
             mean=verify_args.mean,
             scale=verify_args.scale,
             tolerance=verify_args.tol,
@@ -133,7 +133,7 @@ def _input_checks(args: argparse.Namespace):
         from converter.preprocess import load_input
 
         shape = next(iter(net.input_shapes().values()))
-        load_input(args.input, (1, *shape[1:]))
+        load_input(_one_input(args.input), (1, *shape[1:]))
 
     return check
 
@@ -170,7 +170,7 @@ def _run_verify(args: argparse.Namespace, converted=None):
         args.prototxt,
         args.caffemodel,
         reference=args.reference or "auto",
-        input=args.input,
+        input=input_files(args.input),
         mean=args.mean,
         scale=args.scale,
         tolerance=args.tol,
@@ -198,6 +198,49 @@ def _verify(args: argparse.Namespace) -> int:
     _check_report_paths(args)
     report = _run_verify(args, converted=args.converted)
     return report.exit_code
+
+
+def input_files(values: Sequence[str] | None) -> str | dict[str, str] | None:
+    """``--input`` values as verify's ``input``: ``FILE`` alone (a net with one input), or
+    ``NAME=FILE`` for each input given (repeated; the others get random noise). A value is
+    ``NAME=FILE`` when it is not itself an existing file and the text before its first
+    ``=`` is no path."""
+    if not values:
+        return None
+    named: dict[str, str] = {}
+    bare: list[str] = []
+    for value in values:
+        name, equals, file = value.partition("=")
+        if equals and name and file and not os.path.exists(value) and not set("/\\") & set(name):
+            if name in named:
+                raise ConverterError(f"--input {value}: input '{name}' is given twice")
+            named[name] = file
+        else:
+            bare.append(value)
+    if bare and (named or len(bare) > 1):
+        raise ConverterError(
+            f"--input {' '.join(values)}: give one FILE (a net with one input), or NAME=FILE "
+            "for each input you supply (a net with several inputs)"
+        )
+    return bare[0] if bare else named
+
+
+def _one_input(values: Sequence[str] | None, required: bool = True) -> str | None:
+    """The one ``--input`` file a conversion reads: what a detectron2/mmdet checkpoint's
+    stem-pool difference is measured on (``required``: those are ResNets, one input), and
+    what completes a Data layer's sizes (``convert``'s ``input``). None, when not
+    ``required``, for several inputs."""
+    given = input_files(values)
+    if isinstance(given, dict):
+        if len(given) != 1:
+            if not required:
+                return None
+            raise ConverterError(
+                "--input: a checkpoint's stem-pool difference is measured on one input; "
+                "give one FILE"
+            )
+        return next(iter(given.values()))
+    return given
 
 
 def input_shapes(values: Sequence[str] | None) -> dict[str, tuple[int, ...]] | tuple | None:
@@ -304,8 +347,11 @@ def _add_verify_options(parser: argparse.ArgumentParser, implied: bool = False) 
     group.add_argument(
         "--input",
         type=_given,
+        action="append",
+        metavar="[NAME=]FILE",
         help="a .npy (NCHW, preprocessed) or an image file (resized, center-cropped, BGR 0-255 "
-        "minus --mean); default: deterministic random N(0, 50) noise",
+        "minus --mean); NAME= for nets with several inputs (repeat it; the inputs not given "
+        "get noise); default: deterministic random N(0, 50) noise",
     )
     recorded = (
         "; recorded as the input convention (default: a training net's transform_param)"

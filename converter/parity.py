@@ -246,9 +246,13 @@ class ParityReport:
         """What the two sides were fed, in words ("" when not recorded)."""
         if not self.input:
             return ""
-        facts = [self.input["source"], f"shape {_shape(self.input['shape'])}"]
-        facts += [f"{key} {self.input[key]}" for key in ("mean", "scale") if self.input.get(key)]
-        return "Input: " + ", ".join(facts)
+        each = self.input.get("inputs") or {"": self.input}
+        said = [
+            f"{name + ': ' if name else ''}{one['source']}, shape {_shape(one['shape'])}"
+            for name, one in each.items()
+        ]
+        facts = [f"{key} {self.input[key]}" for key in ("mean", "scale") if self.input.get(key)]
+        return "Input: " + "; ".join(said) + "".join(f", {fact}" for fact in facts)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: no NaN/Inf (they become null), shapes as lists."""

@@ -343,7 +343,8 @@ class LoadedProgram(nn.Module):
         self.output_names = json.loads(metadata.get("output_blobs", "null")) or [self.output_name]
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        outputs = tuple(self.forward_blobs(*inputs).values())
+        blobs = outputs_by_name(self.output_names, self._run(*inputs), self._source)
+        outputs = tuple(blobs.values())
         return outputs[0] if len(outputs) == 1 else outputs
 
     def forward_blobs(
@@ -352,8 +353,12 @@ class LoadedProgram(nn.Module):
         names: Sequence[str] | None = None,
         on_final: Callable[[str, torch.Tensor], None] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The output blobs (``on_final`` is handed each too, as converter models do)."""
-        blobs = outputs_by_name(self.output_names, self._run(*inputs), self._source)
+        """The inputs and the output blobs (``on_final`` is handed each too, as converter
+        models do): a traced program keeps no other blob."""
+        blobs = dict(zip(self.input_names, inputs))
+        blobs.update(outputs_by_name(self.output_names, self._run(*inputs), self._source))
+        if names is not None:
+            blobs = {name: value for name, value in blobs.items() if name in names}
         if on_final is not None:
             for name, value in blobs.items():
                 on_final(name, value)

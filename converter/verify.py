@@ -21,7 +21,7 @@ import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from torch import nn
 from converter.api import build_model, stream_blobs
 from converter.deploy import InputShapes
 from converter.errors import ConverterError, counted
+from converter.inputs import Inputs, as_dtype, choose_inputs, fill_shape, given_inputs
 from converter.layers.registry import ExactPart, exact_blobs
 from converter.net import Layer, Net, final_writes, net_definition, read_net, write_caffemodel
 from converter.parity import (
@@ -42,7 +43,7 @@ from converter.parity import (
     compare_blobs,
     saturated_share,
 )
-from converter.preprocess import InputWarning
+from converter.preprocess import InputWarning, is_image
 from converter.progress import bar
 
 FLOAT64_TOLERANCE = 1e-6
@@ -51,60 +52,25 @@ ROUNDING_FACTOR = 8.0  # a float32 bar: this many times our own float32 rounding
 SATURATED_SHARE = 0.9  # a softmax with this share of one-hot rows gets a note
 
 
-def _choose_input(
-    net: Net,
-    input: str | os.PathLike | np.ndarray | None,
-    mean: str | None,
-    scale: float | None,
-    saved: dict[str, np.ndarray] | None,
-    saved_path: str | None = None,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The input both sides run on, and its description for the report (``input``)."""
-    from converter.preprocess import is_image, load_input, random_input
-
-    shapes = net.input_shapes()
-    if len(shapes) != 1:
-        raise ConverterError(
-            f"{net.source}: verify handles nets with one input; this one has {list(shapes)}"
-        )
-    name, shape = next(iter(shapes.items()))
-    image = not isinstance(input, np.ndarray) and input is not None and is_image(input)
-    if (mean is not None or scale is not None) and not image:
-        given = "random noise" if input is None else "an array used as is"
-        raise ConverterError(
-            f"--mean and --scale apply to an image input (--input photo.jpg); the input here "
-            f"is {given}, so they would be ignored: drop them or give an image"
-        )
-    if isinstance(input, np.ndarray):
-        x, kind, file, source = input.astype(np.float32, copy=False), "array", None, "an array"
-    elif input is not None:
-        x, kind, file = load_input(input, shape, mean=mean, scale=scale), "file", str(input)
-        source = (
-            f"image {input} (resized, center-cropped, BGR 0-255)"
-            if image
-            else f"{input} (preprocessed, used as is)"
-        )
-        kind = "image" if image else "file"
-    elif saved is not None:
-        if name not in saved:
-            raise ConverterError(
-                f"the saved blobs hold no input blob '{name}'; give the input they were "
-                "computed from (--input FILE.npy)"
-            )
-        x, kind, file = saved[name].astype(np.float32, copy=False), "saved", saved_path
-        source = f"input blob '{name}' of {Path(saved_path).name if saved_path else 'the .npz'}"
-    else:
-        x, kind, file = random_input(shape), "random", None
-        source = "random N(0, 50) noise, seed 0 (give --input for real data)"
-    described = {
-        "kind": kind,
-        "file": file,
-        "source": source,
-        "shape": list(x.shape),
-        "mean": None if mean is None else str(mean),
-        "scale": scale,
-    }
-    return x, described
+def _check_saved_blobs(saved: Mapping[str, np.ndarray], net: Net, path: str) -> None:
+    """Saved blobs must hold a blob the net computes: else they come from another net."""
+    names = net.blob_names()
+    inputs = set(net.input_shapes())
+    shared = [name for name in names if name in saved]
+    if any(name not in inputs for name in shared):
+        return
+    theirs = ", ".join(list(saved)[:5]) + (", ..." if len(saved) > 5 else "")
+    ours = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    held = (
+        f"only the net's input {', '.join(map(repr, shared))}"
+        if shared
+        else "no blob name of the net"
+    )
+    raise ConverterError(
+        f"{path}: holds {held}, nothing to compare ({counted(len(saved), 'blob')}: {theirs}; "
+        f"{net.source} computes {ours}): were they saved from another net? Give the blobs "
+        "of a Caffe run of this net (examples/dump_caffe_blobs.py)"
+    )
 
 
 REFERENCES = ("auto", "numpy", "opencv", "caffe")  # or a .npz of saved blobs
@@ -113,14 +79,14 @@ REFERENCES = ("auto", "numpy", "opencv", "caffe")  # or a .npz of saved blobs
 def check_options(
     net: Net,
     reference: str | os.PathLike = "auto",
-    input: str | os.PathLike | np.ndarray | None = None,
+    input: Inputs = None,
     mean: str | None = None,
     scale: float | None = None,
     tolerance: float | None = None,
 ) -> None:
     """Raise the ConverterError ``verify`` would raise for these options on ``net``, without
     running anything: ``convert --verify`` checks them before it writes its output. The
-    checks are verify's own (``_check_tolerance``, ``_check_reference``, ``_choose_input``);
+    checks are verify's own (``_check_tolerance``, ``_check_reference``, ``choose_inputs``);
     a .npz reference is checked to be one, its blobs are read by the run."""
     from converter.io import sniff
 
@@ -133,7 +99,7 @@ def check_options(
 
             saved_blobs(reference)  # says what is wrong with it
     if input is not None or mean is not None or scale is not None:
-        _choose_input(net, input, mean, scale, None)
+        choose_inputs(net, input, mean, scale)
 
 
 def _check_tolerance(tolerance: float | None) -> None:
@@ -171,13 +137,13 @@ def _check_converted_input(model: nn.Module, net: Net, converted: str | os.PathL
         )
 
 
-def _check_memory(net: Net, input_name: str, shape: tuple[int, ...]) -> None:
-    """Refuse, with one line, an input whose blobs cannot fit in memory (rather than be killed).
+def _check_memory(net: Net, shapes: Mapping[str, Sequence[int]]) -> None:
+    """Refuse, with one line, inputs whose blobs cannot fit in memory (rather than be killed).
 
     Each side holds the blobs its next layers still need, in float64 at most (8 bytes a
     value), and up to ``RUN_AHEAD_BYTES`` of blobs wait to be compared.
     """
-    sizes = {name: math.prod(s) for name, s in net.blob_shapes({input_name: shape}).items()}
+    sizes = {name: math.prod(s) for name, s in net.blob_shapes(shapes).items()}
     last_use = {name: index for index, layer in enumerate(net.layers) for name in layer.tops}
     for index, layer in enumerate(net.layers):
         for name in layer.bottoms:
@@ -194,8 +160,9 @@ def _check_memory(net: Net, input_name: str, shape: tuple[int, ...]) -> None:
     except (ValueError, OSError, AttributeError):
         return
     if need > have:
+        given = ", ".join(f"{name} {tuple(shape)}" for name, shape in shapes.items())
         raise ConverterError(
-            f"{net.source}: verifying with input {tuple(shape)} needs about "
+            f"{net.source}: verifying with input {given} needs about "
             f"{need / 2**30:.1f} GiB for the blobs both sides hold at once, more than this "
             f"machine's memory ({have / 2**30:.1f} GiB); give a smaller input (--input FILE.npy)"
         )
@@ -224,7 +191,7 @@ def verify(
     prototxt: str | os.PathLike,
     caffemodel: str | os.PathLike,
     reference: str | os.PathLike = "auto",
-    input: str | os.PathLike | np.ndarray | None = None,
+    input: Inputs = None,
     mean: str | None = None,
     scale: float | None = None,
     tolerance: float | None = None,
@@ -239,9 +206,12 @@ def verify(
     which ran and why the others were skipped), "numpy", "opencv", "caffe" (these never
     fall back), or a ``.npz`` of saved Caffe blobs. ``tolerance`` (per blob, relative)
     defaults to 1e-6 against numpy (float64), else to 1e-3, raised to 8x our own float32
-    rounding error where that is larger (the report says so). ``mean``/``scale`` apply to an
-    image ``input`` only. ConverterError for bad input, including a ``converted`` file made
-    from another net or (when its metadata holds the caffemodel's sha256) other weights.
+    rounding error where that is larger (the report says so). ``input``: a file (an image
+    or a .npy) or an array for a net with one input, or {input blob: file or array} for any
+    (inputs not given get random noise, ``converter.inputs``); ``mean``/``scale`` apply to
+    image inputs only. ConverterError for bad input, including a ``converted`` file made
+    from another net or (when its metadata holds the caffemodel's sha256) other weights, a
+    ``.npz`` holding no blob of the net, or an input other than the one it was saved from.
     ``input_shapes``: see ``read_net``. ``progress`` draws a bar on stderr when it is a
     terminal and the run lasts over 2 s.
 
@@ -252,9 +222,7 @@ def verify(
 
     reference = _check_reference(reference)
     _check_tolerance(tolerance)
-    from converter.preprocess import array_shape
-
-    net = read_net(prototxt, caffemodel, input_shapes, fill_shape=array_shape(input))
+    net = read_net(prototxt, caffemodel, input_shapes, fill_shape=fill_shape(input))
     net.shapes()  # a net our shape rules reject never reaches OpenCV or Caffe: they may crash
     metadata = None
     if converted is not None:
@@ -274,6 +242,7 @@ def verify(
     saved = None
     if reference.endswith(".npz"):
         saved = references.saved_blobs(reference)
+        _check_saved_blobs(saved, net, reference)
         candidates, choice = [], "saved from a Caffe run, as asked"
     elif reference == "auto":
         candidates, choice = ["caffe", "opencv"], ""
@@ -281,18 +250,26 @@ def verify(
         candidates, choice = [reference], "as asked"
     else:  # numpy (_check_reference refused any other)
         candidates, choice = [], "as asked"
-    input_name, declared = next(iter(net.input_shapes().items()))
     if input is None and saved is None:
-        _check_memory(net, input_name, declared)  # before making the random input
-    x, described = _choose_input(net, input, mean, scale, saved, reference if saved else None)
-    if described["kind"] == "image" and mean is None:
-        warnings.warn(
-            f"{input}: an image without --mean; the model most likely expects its training "
-            "mean subtracted (Kaiming's ResNets: --mean ResNet_mean.binaryproto)",
-            InputWarning,
-            stacklevel=2,
-        )
-    _check_memory(net, input_name, x.shape)
+        _check_memory(net, net.input_shapes())  # before making the random input
+    x, described = choose_inputs(
+        net,
+        input,
+        mean,
+        scale,
+        saved,
+        reference if saved else None,
+        tolerance if tolerance is not None else FLOAT32_TOLERANCE,
+    )
+    for value in given_inputs(net, input).values():
+        if not isinstance(value, np.ndarray) and is_image(value) and mean is None:
+            warnings.warn(
+                f"{value}: an image without --mean; the model most likely expects its training "
+                "mean subtracted (Kaiming's ResNets: --mean ResNet_mean.binaryproto)",
+                InputWarning,
+                stacklevel=2,
+            )
+    _check_memory(net, {name: array.shape for name, array in x.items()})
     order = net.blob_names()
 
     ref, label, skipped = saved, "", []
@@ -304,7 +281,7 @@ def verify(
             runner = functools.partial(references.opencv_blobs, isolated=True)
         try:
             with _as_caffe_reads(net, prototxt, caffemodel) as (their_prototxt, their_weights):
-                ref = runner(their_prototxt, their_weights, {input_name: x}, order)
+                ref = runner(their_prototxt, their_weights, x, order)
         except ConverterError as exc:
             if reference != "auto":
                 raise
@@ -322,7 +299,7 @@ def verify(
         model = model_in(torch.float64)
         reference_blobs = iter_blobs(net, x, dtype=np.float64)  # checks the layers first
         fixed = getattr(model, "fixed_dtype", None) == torch.float32  # a traced pt2 / ONNX
-        x_ours = x if fixed else x.astype(np.float64)
+        x_ours = x if fixed else as_dtype(x, np.float64)
         default_tol = FLOAT32_TOLERANCE if fixed else FLOAT64_TOLERANCE
         if getattr(getattr(model, "config", None), "fused_bn", False):
             # folded weights were rounded to float32 once: the float32 bar applies
@@ -332,11 +309,17 @@ def verify(
         model = model_in(torch.float32)
         reference_blobs, x_ours, default_tol = iter(ref.items()), x, FLOAT32_TOLERANCE
     inputs = set(net.input_shapes())
-    wanted = [name for name in order if name not in inputs and (ref is None or name in ref)]
+    # The inputs are compared with saved ones only: elsewhere both sides are given the same
+    wanted = [
+        name
+        for name in order
+        if (saved is not None or name not in inputs) and (ref is None or name in ref)
+    ]
     softmax_axis = _softmax_outputs(net)
     # Indices, labels, masks, 0/1 outputs: equal or wrong, never "close"
     exact = exact_blobs(net.layers)
-    comparison = Comparison(order, tolerance if tolerance is not None else default_tol)
+    compared = [name for name in order if name in wanted or name not in inputs]
+    comparison = Comparison(compared, tolerance if tolerance is not None else default_tol)
     comparison.output, comparison.exact = model.output_name, exact
     # top-1/top-5 agreement: on class probabilities only (a Softmax over axis 1)
     comparison.classes = {name for name, axis in softmax_axis.items() if axis == 1}
@@ -373,8 +356,8 @@ def verify(
     kept.clear()
     report.reference_choice = choice
     report.input = described
-    report.uninformative = _uninformative(report, shares)
-    report.notes += _saturation_notes(report, described)
+    report.uninformative = _uninformative(report, shares, inputs)
+    report.notes += _saturation_notes(report, described, inputs)
     if converted is not None and report.first_failure:
         from converter.provenance import check_converted_weights
 
@@ -576,13 +559,18 @@ def _rounding_error(
     measured = Comparison(order, math.inf, exact=exact)
     with _taking_turns(lambda hand_over: stream_blobs(rounded, x, hand_over, names)) as low:
         _lockstep(
-            lambda hand_over: stream_blobs(as64, x.astype(np.float64), hand_over, names),
+            lambda hand_over: stream_blobs(as64, _in_float64(x), hand_over, names),
             low,
             lambda name, ours64, ours_low: measured.add(name, ours_low, ours64),
             set(names),
         )
     rels = [row.rel for row in measured.rows.values() if math.isfinite(row.rel)]
     return max(rels, default=0.0)
+
+
+def _in_float64(x: np.ndarray | Mapping[str, np.ndarray]):
+    """The input (one array, or the arrays by input name) in float64."""
+    return as_dtype(x, np.float64) if isinstance(x, Mapping) else x.astype(np.float64)
 
 
 def _weights_rounded(model: nn.Module) -> nn.Module:
@@ -678,21 +666,27 @@ def _reason(exc: ConverterError, prototxt) -> str:
     return text.split("; use ")[0]
 
 
-def _uninformative(report: ParityReport, shares: dict[str, float]) -> dict[str, str]:
+def _uninformative(
+    report: ParityReport, shares: dict[str, float], inputs: set[str]
+) -> dict[str, str]:
     """The compared blobs whose agreement cannot show an error on this input: a Softmax
     output whose rows are nearly all one-hot (any two nets agreeing on the argmax agree on
-    it, whatever else they compute)."""
-    return {
-        row.name: (
-            f"a saturated softmax: {shares[row.name]:.0%} of its rows are one-hot to within "
-            f"{SATURATION:g}"
-        )
-        for row in report.rows
-        if row.shape == row.reference_shape and shares.get(row.name, 0.0) >= SATURATED_SHARE
-    }
+    it, whatever else they compute), and the net's inputs (fed, not computed)."""
+    found = {}
+    for row in report.rows:
+        if row.name in inputs:
+            found[row.name] = "an input of the net (fed to it, not computed)"
+        elif row.shape == row.reference_shape and shares.get(row.name, 0.0) >= SATURATED_SHARE:
+            found[row.name] = (
+                f"a saturated softmax: {shares[row.name]:.0%} of its rows are one-hot to "
+                f"within {SATURATION:g}"
+            )
+    return found
 
 
-def _saturation_notes(report: ParityReport, described: dict[str, Any]) -> list[str]:
+def _saturation_notes(
+    report: ParityReport, described: dict[str, Any], inputs: set[str]
+) -> list[str]:
     """A note for each saturated Softmax output among blobs that do carry the check (when
     none does, the verdict says so: INCONCLUSIVE). The advice to give realistic data goes
     with the default random input only."""
@@ -704,7 +698,8 @@ def _saturation_notes(report: ParityReport, described: dict[str, Any]) -> list[s
         if count == 1
         else f"the other {counted(count, 'blob')} compared carry"
     )
-    random = described["kind"] == "random"
+    kinds = [one["kind"] for one in described.get("inputs", {"": described}).values()]
+    random = "random" in kinds
     return [
         f"'{name}' is {what}{' (random noise often does that)' if random else ' on this input'}"
         f", so agreeing on it tells little ({others} the check)"
@@ -714,4 +709,5 @@ def _saturation_notes(report: ParityReport, described: dict[str, Any]) -> list[s
             else ""
         )
         for name, what in report.uninformative.items()
+        if name not in inputs
     ]

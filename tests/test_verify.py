@@ -113,8 +113,9 @@ def test_passes_against_caffes_saved_blobs(name, capsys, tmp_path):
         "--reference", saved, "--input", x, "--tol", tol,
     )  # fmt: skip
     assert code == 0, out
-    with np.load(saved) as data:
-        expected = [blob for blob in data.files if blob not in ("data", "input")]
+    blobs = set(converter.read_net(prototxt, caffemodel).blob_names())
+    with np.load(saved) as data:  # the saved input blob too: it must be the input given
+        expected = [blob for blob in data.files if blob in blobs]
     assert report["passed"] and report["compared"] == len(expected)
     assert {row["name"] for row in report["blobs"]} == set(expected)
     assert report["tolerance"] == tol and report["precision"] == "float32"
@@ -526,7 +527,7 @@ def test_image_input_with_mean_file(capsys, tmp_path):
 def test_api_takes_paths_and_arrays():
     prototxt, caffemodel, x, saved, tol = BUNDLED["pool_ceil"]
     report = verify(prototxt, caffemodel, reference=saved, input=np.load(x), tolerance=tol)
-    assert report.passed and len(report.rows) == 15
+    assert report.passed and len(report.rows) == 16  # the 15 outputs and the input
     # the default input for saved blobs is the one they hold
     with np.load(saved) as data:
         assert "data" in data.files
@@ -947,6 +948,162 @@ def test_an_older_onnx_file_of_another_net_is_told_by_its_blob_names(r50_outputs
         err, str(older), "was converted from 'resnet50_w8_calibrated.prototxt'",
         "output blob 'prob'", "no such blob",
     )  # fmt: skip
+
+
+def test_saved_blobs_of_another_net_are_bad_input(capsys, tmp_path):
+    """Before: "FAIL: no blob in common with saved blobs ..., nothing was compared", exit 1."""
+    prototxt, caffemodel, x, saved, _ = BUNDLED["pool_ceil"]
+    with np.load(saved) as data:
+        blobs = dict(data)
+    other = tmp_path / "other.npz"
+    np.savez(other, **{f"other_{name}": value for name, value in blobs.items()})
+    only_input = tmp_path / "only_input.npz"
+    np.savez(only_input, data=blobs["data"], unrelated=blobs["max_k3s2p0"])
+    for npz, words in (
+        (other, ["holds no blob name of the net", "other_data", "another net"]),
+        (only_input, ["holds only the net's input 'data'", "nothing to compare"]),
+    ):
+        code, out, err = run(capsys, "verify", prototxt, caffemodel, "--reference", npz)
+        assert code == 2 and out == ""
+        assert_one_line_error(err, str(npz), *words)
+
+
+def test_an_input_other_than_the_saved_one_is_bad_input(capsys, tmp_path):
+    """Before: FAIL at the first computed blob (exit 1) and 'data' listed as missing."""
+    prototxt, caffemodel, x, saved, _ = BUNDLED["pool_ceil"]
+    base = ["verify", prototxt, caffemodel, "--reference", saved]
+    other = tmp_path / "other.npy"
+    np.save(other, np.load(x) * 1.01)
+    code, out, err = run(capsys, *base, "--input", other)
+    assert code == 2 and out == ""
+    assert_one_line_error(
+        err,
+        f"the input {other} differs from the saved input blob 'data' of blobs.npz",
+        "(max rel 1.0e-02)",
+        "pass the input Caffe ran on",
+    )  # fmt: skip
+    np.save(other, np.load(x)[:1])  # one image of the two
+    code, out, err = run(capsys, *base, "--input", other)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "shape (1, 3, 18, 23) where Caffe ran on (2, 3, 18, 23)")
+    # the input Caffe ran on: 'data' is compared too, not listed as missing
+    code, report, out, _ = run_json(capsys, tmp_path, *base, "--input", x)
+    assert code == 0 and report["blobs"][0]["name"] == "data" and report["skipped"] == []
+    assert report["blobs"][0]["max_abs"] == 0 and "data" in report["uninformative"]
+
+
+# ----------------------------------------------------------------------------- several inputs
+
+TWO_INPUTS = (
+    'layer { name: "a" type: "Input" top: "a" input_param { shape { dim: 1 dim: 3 dim: 8 '
+    "dim: 8 } } }\n"
+    'layer { name: "b" type: "Input" top: "b" input_param { shape { dim: 1 dim: 3 dim: 8 '
+    "dim: 8 } } }\n"
+    'layer { name: "conv" type: "Convolution" bottom: "a" top: "ca" '
+    "convolution_param { num_output: 3 kernel_size: 1 } }\n"
+    'layer { name: "sum" type: "Eltwise" bottom: "ca" bottom: "b" top: "sum" }\n'
+    'layer { name: "relu" type: "ReLU" bottom: "sum" top: "sum" }\n'
+)
+
+
+@pytest.fixture(scope="module")
+def two_inputs(tmp_path_factory) -> tuple[Path, Path, Path]:
+    folder = tmp_path_factory.mktemp("two")
+    prototxt, caffemodel = write_net(folder, "two", TWO_INPUTS)
+    a = folder / "a.npy"
+    np.save(a, np.random.default_rng(7).normal(0, 50, (2, 3, 8, 8)).astype(np.float32))
+    return prototxt, caffemodel, a
+
+
+@pytest.mark.parametrize("converted", [None, "pt2", "onnx", "code", "safetensors"])
+def test_a_net_with_two_inputs_verifies(converted, two_inputs, capsys, tmp_path):
+    """Before: "verify handles nets with one input; this one has ['a', 'b']", exit 2."""
+    prototxt, caffemodel, a = two_inputs
+    base = ["verify", prototxt, caffemodel, "--reference", "numpy"]
+    if converted:
+        name = "code" if converted == "code" else f"two.{converted}"
+        fmt = converted
+        base += ["--converted", converter.convert(prototxt, caffemodel, tmp_path / name, fmt)]
+    code, report, out, _ = run_json(capsys, tmp_path, *base)
+    assert code == 0, out
+    assert report["input"]["kind"] == "random"
+    assert [one["source"][:30] for one in report["input"]["inputs"].values()] == [
+        "random N(0, 50) noise, seed 0 ",
+        "random N(0, 50) noise, seed 1 ",
+    ]
+    # one given by name (batch 2), the other noise of that batch
+    code, report, out, _ = run_json(capsys, tmp_path, *base, "--input", f"a={a}")
+    assert code == 0, out
+    inputs = report["input"]["inputs"]
+    assert (inputs["a"]["kind"], inputs["a"]["file"]) == ("file", str(a))
+    assert inputs["b"]["kind"] == "random" and inputs["b"]["shape"] == [2, 3, 8, 8]
+    assert "Input: a: " in out and "; b: random N(0, 50) noise, seed 1" in out
+    assert report["compared"] == (1 if converted in ("pt2", "onnx") else 2)
+
+
+def test_several_inputs_reach_every_reference(two_inputs, capsys, tmp_path):
+    """OpenCV and saved blobs get both inputs; the saved ones feed the inputs not given."""
+    prototxt, caffemodel, a = two_inputs
+    x = {"a": np.load(a), "b": np.random.default_rng(8).normal(0, 50, (2, 3, 8, 8))}
+    saved = tmp_path / "saved.npz"
+    np.savez(saved, **run_reference(converter.read_net(prototxt, caffemodel), x))
+    for extra in (["--reference", "opencv", "--input", f"a={a}"], ["--reference", saved]):
+        code, report, out, _ = run_json(capsys, tmp_path, "verify", prototxt, caffemodel, *extra)
+        assert code == 0, out
+        assert report["compared"] >= 2
+    # an input other than the saved one: bad input, naming it
+    code, out, err = run(
+        capsys, "verify", prototxt, caffemodel, "--reference", saved, "--input", f"b={a}"
+    )
+    assert code == 2
+    assert_one_line_error(err, f"the input {a} differs from the saved input blob 'b'")
+
+
+def test_several_inputs_bad_arguments(two_inputs, capsys):
+    prototxt, caffemodel, a = two_inputs
+    base = ["verify", prototxt, caffemodel, "--reference", "numpy"]
+    for extra, words in (
+        (["--input", a], ["the net has 2 inputs (a, b)", "--input NAME=FILE"]),
+        (["--input", f"c={a}"], ["no input blob named 'c'", "the net's inputs are a, b"]),
+        (["--input", f"a={a}", "--input", a], ["give one FILE", "NAME=FILE for each input"]),
+        (["--input", f"a={a}", "--input", f"a={a}"], ["input 'a' is given twice"]),
+    ):
+        code, out, err = run(capsys, *base, *extra)
+        assert code == 2, (extra, out, err)
+        assert_one_line_error(err, *words)
+
+
+def test_blobs_takes_several_inputs(two_inputs):
+    """Before: blobs(model, a, b) took b for the names (KeyError printing the tensor), and
+    a tuple or dict raised AttributeError: 'tuple' object has no attribute 'to'."""
+    prototxt, caffemodel, _ = two_inputs
+    model = converter.load(prototxt, caffemodel)
+    a, b = torch.randn(1, 3, 8, 8), torch.randn(1, 3, 8, 8)
+    expected = converter.blobs(model, a, b)
+    assert list(expected) == ["a", "b", "ca", "sum"]
+    assert torch.equal(expected["sum"], model(a, b))
+    for same in (
+        converter.blobs(model, {"b": b, "a": a}),
+        converter.blobs(model, (a, b)),
+        converter.blobs(model, a.numpy(), b.numpy()),
+    ):
+        assert all(torch.equal(same[name], expected[name]) for name in expected)
+    assert list(converter.blobs(model, a, b, names=["sum"])) == ["sum"]
+    assert list(converter.blobs(model, a, b, ["ca"])) == ["ca"]  # names after the inputs
+    for args, words in (
+        ((a,), "the net takes 2 inputs (a, b), got 1"),
+        ((a, b, a), "the net takes 2 inputs (a, b), got 3"),
+        (({"a": a},), "the dict lacks b"),
+        (({"a": a, "b": b, "c": b},), "names no input c"),
+        ((a, "b"), "input 'b': expected a torch.Tensor or a NumPy array, got str"),
+    ):
+        with pytest.raises(TypeError) as raised:
+            converter.blobs(model, *args)
+        assert words in str(raised.value) and "tensor(" not in str(raised.value)
+    # a one-input net takes its input as before
+    case = load_case("pool_ceil")
+    single = converter.load(case.prototxt, case.caffemodel)
+    assert "ave_rect" in converter.blobs(single, case.input)
 
 
 # ----------------------------------------------------------------------------- streaming
