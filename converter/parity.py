@@ -57,6 +57,9 @@ class BlobParity:
     # set (by verify) on a failing blob when the difference is one the reference itself
     # gives where its values tie to within the tolerance: why, in words; not a failure
     undecided: str = ""
+    # of the NaN/Inf disagreements: NaN on our side only, and on the reference's only
+    nan_ours_only: int = 0
+    nan_reference_only: int = 0
 
     @property
     def problem(self) -> str:
@@ -126,6 +129,10 @@ class ParityReport:
     input: dict[str, Any] | None = None  # the input used: file or random, shape, mean, scale
     # blob -> why agreeing on it cannot show an error on this input (a saturated softmax)
     uninformative: dict[str, str] = field(default_factory=dict)
+    # set when the first failure is a documented difference of PyTorch's ops from Caffe's
+    # on NaN/Inf (the layer and the rule), not a wrong conversion: the verdict is then
+    # INCONCLUSIVE (verify._nonfinite_deviation)
+    deviation: str = ""
 
     @property
     def first_failure(self) -> BlobParity | None:
@@ -144,7 +151,10 @@ class ParityReport:
     @property
     def inconclusive(self) -> bool:
         """No blob fails, but either none of them could have shown an error, or some differ
-        where ties decide, which neither side gets wrong."""
+        where ties decide, which neither side gets wrong; or the first failure is a known
+        difference on NaN/Inf (``deviation``), which says nothing of the conversion."""
+        if self.deviation:
+            return True
         return (
             bool(self.rows)
             and self.first_failure is None
@@ -173,6 +183,14 @@ class ParityReport:
         if not self.rows:
             return f"FAIL: no blob in common with {self.reference}, nothing was compared"
         raised = f" ({self.tolerance_note})" if self.tolerance_note else ""
+        if self.deviation and first is not None:
+            return (
+                f"INCONCLUSIVE: first divergence at blob '{first.name}' only where values are "
+                f"NaN/Inf ({counted(first.nonfinite_mismatch, 'position')}; the finite values "
+                f"agree within {_tol(self.tolerance)} of {self.reference}): {self.deviation}. "
+                "A known difference on non-finite values, not a wrong conversion; give finite "
+                "input to judge the conversion"
+            )
         if self.inconclusive and self.undecided:
             return self._undecided_verdict()
         if self.inconclusive:
@@ -274,6 +292,7 @@ class ParityReport:
             "first_failure": first.name if first else None,
             "skipped": list(self.skipped),
             "uninformative": dict(self.uninformative),
+            "deviation": self.deviation or None,
             "topk": None if self.topk is None else vars(self.topk).copy(),
             "blobs": [row.to_dict() for row in self.rows],
         }
@@ -439,6 +458,10 @@ def _compare_one(
         if not whole:  # the errors shown are those of the rest, the tolerance's part
             ours, ref = rest_ours, rest_ref
     row = BlobParity(name, shape, reference_shape, *_errors(ours, ref), False, **counts)
+    if row.nonfinite_mismatch:  # which side's NaN: tells a known op difference (verify)
+        nan_ours, nan_ref = np.isnan(ours), np.isnan(ref)
+        row.nan_ours_only = int(np.count_nonzero(nan_ours & ~nan_ref))
+        row.nan_reference_only = int(np.count_nonzero(nan_ref & ~nan_ours))
     return dataclasses.replace(row, passed=_within(row, tolerance))
 
 

@@ -30,6 +30,7 @@ import torch
 from google.protobuf import text_format
 from torch import nn
 
+from converter import caffe_pb2
 from converter.api import build_model, stream_blobs
 from converter.deploy import InputShapes
 from converter.errors import ConverterError, counted
@@ -355,6 +356,7 @@ def verify(
     report.rows = _undecided(report, tie_layers, kept, exact)
     kept.clear()
     report.reference_choice = choice
+    report.deviation = _nonfinite_deviation(report, net)
     report.input = described
     report.uninformative = _uninformative(report, shares, inputs)
     report.notes += _saturation_notes(report, described, inputs)
@@ -711,3 +713,47 @@ def _saturation_notes(
         for name, what in report.uninformative.items()
         if name not in inputs
     ]
+
+
+def _nonfinite_deviation(report: ParityReport, net: Net) -> str:
+    """Why the first failure is a documented difference of PyTorch's ops from Caffe's on
+    NaN/Inf, not a wrong conversion ("" when it is not): the finite values agree and every
+    disagreement is the one the layer writing the blob makes.
+
+    - ReLU with negative_slope 0: Caffe computes max(x, 0) + 0 * min(x, 0), NaN for -inf
+      (relu_layer.cpp); torch.relu gives 0. So the reference alone holds NaN there.
+    - MAX pooling: Caffe starts from -FLT_MAX and takes a value only when it is greater
+      (pooling_layer.cpp), so NaN never wins; torch's max pooling propagates it. So we
+      alone hold NaN there.
+    """
+    first = report.first_failure
+    if (
+        first is None
+        or first.shape != first.reference_shape
+        or first.exact_mismatch
+        or not first.nonfinite_mismatch
+        or not first.rel <= report.tolerance
+    ):
+        return ""
+    for layer in net.layers:
+        if first.name not in layer.tops:
+            continue
+        if (
+            layer.type == "ReLU"
+            and layer.param.relu_param.negative_slope == 0
+            and first.nan_reference_only == first.nonfinite_mismatch
+        ):
+            return (
+                f"ReLU layer '{layer.name}' gives 0 for -inf in PyTorch, NaN in Caffe "
+                "(max(x, 0) + 0 * min(x, 0), relu_layer.cpp)"
+            )
+        if (
+            layer.type == "Pooling"
+            and layer.param.pooling_param.pool == caffe_pb2.PoolingParameter.MAX
+            and first.nan_ours_only == first.nonfinite_mismatch
+        ):
+            return (
+                f"MAX Pooling layer '{layer.name}' propagates NaN in PyTorch; Caffe skips it "
+                "(it keeps a value only if greater, from -FLT_MAX: pooling_layer.cpp)"
+            )
+    return ""

@@ -1106,6 +1106,79 @@ def test_blobs_takes_several_inputs(two_inputs):
     assert "ave_rect" in converter.blobs(single, case.input)
 
 
+# ----------------------------------------------------------------------------- NaN and Inf
+
+NONFINITE = (
+    'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 '
+    "dim: 4 dim: 4 } } }\n"
+    'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+    "convolution_param { num_output: 2 kernel_size: 1 } }\n"
+    'layer { name: "%(first)s" type: "%(type)s" bottom: "data" top: "out" %(param)s }\n'
+)
+
+
+@pytest.mark.parametrize(
+    "first, type, param, value, words",
+    [
+        ("relu", "ReLU", "", -np.inf, "ReLU layer 'relu' gives 0 for -inf in PyTorch, NaN in"),
+        (
+            "pool", "Pooling", "pooling_param { pool: MAX kernel_size: 2 stride: 2 }", np.nan,
+            "MAX Pooling layer 'pool' propagates NaN in PyTorch; Caffe skips it",
+        ),
+    ],
+    ids=["relu", "max_pool"],
+)  # fmt: skip
+def test_a_known_difference_on_nan_or_inf_is_not_blamed_on_the_conversion(
+    first, type, param, value, words, capsys, tmp_path
+):
+    """Caffe's ReLU gives NaN for -inf (max(x, 0) + 0 * min(x, 0)) and its MAX pooling skips
+    NaN; torch gives 0 and propagates NaN. The NumPy executor follows Caffe. Before: FAIL at
+    the layer's blob (NaN/Inf disagree), exit 1, as if the conversion were wrong."""
+    text = NONFINITE % {"first": first, "type": type, "param": param}
+    prototxt, caffemodel = write_net(tmp_path, "nonfinite", text)
+    x = np.random.default_rng(3).normal(0, 50, (1, 2, 4, 4)).astype(np.float32)
+    x[0, 0, 0, 0] = value
+    np.save(tmp_path / "x.npy", x)
+    base = ["verify", prototxt, caffemodel, "--reference", "numpy"]
+    code, report, out, _ = run_json(capsys, tmp_path, *base, "--input", tmp_path / "x.npy")
+    assert code == 3, out
+    assert report["status"] == "inconclusive" and report["first_failure"] == "out"
+    assert words in report["deviation"]
+    assert report["verdict"].startswith(
+        "INCONCLUSIVE: first divergence at blob 'out' only where values are NaN/Inf (1 position;"
+    )
+    assert "not a wrong conversion" in out.splitlines()[-1]
+    # the executor is Caffe's rule: NaN where torch gives 0 (ReLU), a finite max (pooling)
+    ref = run_reference(converter.read_net(prototxt, caffemodel), x)["out"]
+    assert np.isnan(ref[0, 0, 0, 0]) if type == "ReLU" else np.isfinite(ref).all()
+    # on finite input the same net passes
+    code, out, _ = run(capsys, *base)
+    assert code == 0 and out.splitlines()[-1].startswith("PASS"), out
+
+
+def test_other_nan_disagreements_still_fail(tmp_path):
+    """Only the pattern the layer is known to give is excused: our NaN after a ReLU, the
+    reference's after a MAX pooling, or finite values off too, are failures."""
+    text = NONFINITE % {"first": "relu", "type": "ReLU", "param": ""}
+    net = converter.read_net(write_net(tmp_path, "relu", text)[0])
+    pool = NONFINITE % {
+        "first": "pool", "type": "Pooling", "param": "pooling_param { pool: MAX kernel_size: 2 }"
+    }  # fmt: skip
+    pool_net = converter.read_net(write_net(tmp_path, "pool", pool)[0])
+    ours = np.zeros((1, 2, 4, 4))
+    reference = ours.copy()
+    reference[0, 0, 0, 0] = np.nan  # the ReLU pattern: NaN in the reference only
+    swapped = compare_blobs({"out": reference}, {"out": ours}, ["out"], 1e-6)
+    assert verify_module._nonfinite_deviation(swapped, net) == ""
+    assert verify_module._nonfinite_deviation(swapped, pool_net) != ""
+    excused = compare_blobs({"out": ours}, {"out": reference}, ["out"], 1e-6)
+    assert verify_module._nonfinite_deviation(excused, net) != ""
+    assert verify_module._nonfinite_deviation(excused, pool_net) == ""
+    ours[0, 1] = 1.0  # finite values off as well
+    off = compare_blobs({"out": ours}, {"out": reference}, ["out"], 1e-6)
+    assert verify_module._nonfinite_deviation(off, net) == ""
+
+
 # ----------------------------------------------------------------------------- streaming
 
 
