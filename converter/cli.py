@@ -130,8 +130,10 @@ def _input_checks(args: argparse.Namespace):
         return None
 
     def check(net, _args: argparse.Namespace) -> None:
+        from converter.inputs import given_inputs
         from converter.preprocess import load_input
 
+        given_inputs(net, input_files(args.input))  # a NAME= names one of the net's inputs
         shape = next(iter(net.input_shapes().values()))
         load_input(_one_input(args.input), (1, *shape[1:]))
 

@@ -1073,6 +1073,18 @@ def test_several_inputs_bad_arguments(two_inputs, capsys):
         assert_one_line_error(err, *words)
 
 
+def test_convert_checks_the_input_names_before_writing(capsys, tmp_path):
+    """convert's --input NAME=FILE names one of the net's inputs, for a checkpoint too
+    (its stem-pool difference is measured on it), refused before anything is written."""
+    prototxt, caffemodel, x, _, _ = BUNDLED["resnet18_w8"]
+    for fmt, name in (("detectron2", "r18.pkl"), ("safetensors", "r18.safetensors")):
+        output = tmp_path / name
+        args = ["convert", prototxt, caffemodel, "-o", output, "--format", fmt]
+        code, out, err = run(capsys, *args, "--input", f"image={x}")
+        assert code == 2 and not output.exists()
+        assert_one_line_error(err, "no input blob named 'image'", "the net's inputs are data")
+
+
 def test_blobs_takes_several_inputs(two_inputs):
     """Before: blobs(model, a, b) took b for the names (KeyError printing the tensor), and
     a tuple or dict raised AttributeError: 'tuple' object has no attribute 'to'."""
