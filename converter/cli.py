@@ -43,10 +43,8 @@ CHECKPOINTS = ("detectron2", "mmdet")
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from converter.conversion import convert
     from converter.export import default_output, output_format
-    from converter.io.atomic import check_writable
-    from converter.progress import PhaseBars
+    from converter.io.atomic import check_writable, staged
 
     output = (
         args.output if args.output is not None else default_output(args.caffemodel, args.format)
@@ -72,13 +70,39 @@ def _convert(args: argparse.Namespace) -> int:
         verify_args = argparse.Namespace(**{**vars(args), "mean": None, "scale": None})
     else:
         verify_args = args
+    if not verify:
+        path = _convert_to(args, output, target, checks, verify_args)
+        print(f"wrote {path}", file=_text_stream(args))
+        return 0
+    # verified before it stands as the output: a verification that ends in bad input (exit 2)
+    # leaves no output and an existing one as it was; a verdict (PASS, FAIL, INCONCLUSIVE)
+    # keeps the file, with the report that judged it
+    from converter.codegen.folder import CODE_FILES, record_parity
+    from converter.conversion import check_not_a_source
+
+    check_not_a_source(output, args.prototxt, args.caffemodel)
+    with staged(output, folder=target == "code", replaceable=CODE_FILES) as stage:
+        _convert_to(args, stage, target, checks, verify_args)
+        report = _verify_report(verify_args, converted=stage)
+        if target == "code":
+            record_parity(stage, report)
+    print(f"wrote {output}", file=_text_stream(args))
+    _show_report(verify_args, report)
+    return report.exit_code
+
+
+def _convert_to(args, output, target: str, checks, verify_args):
+    """``conversion.convert`` with the command's options; the path written."""
+    from converter.conversion import convert
+    from converter.progress import PhaseBars
+
     bars = PhaseBars(enabled=not args.quiet)
     try:
-        path = convert(
+        return convert(
             args.prototxt,
             args.caffemodel,
             output,
-            format=args.format,
+            format=target,
             generic=args.generic,
             progress=bars,
             fuse_bn=args.fuse_bn,
@@ -86,21 +110,12 @@ def _convert(args: argparse.Namespace) -> int:
             input_shapes=input_shapes(args.input_shape),
             mean=args.mean,
             scale=args.scale,
-            input=_one_input(args.input, checkpoint),
+            input=_one_input(args.input, target in CHECKPOINTS),
             notes=lambda text: print(text, file=_text_stream(args)),
             check=checks and (lambda net: checks(net, verify_args)),
         )
     finally:
         bars.close()
-    print(f"wrote {path}", file=_text_stream(args))
-    if verify:
-        report = _run_verify(verify_args, converted=path)
-        if target == "code":
-            from converter.codegen.folder import record_parity
-
-            record_parity(path, report)
-        return report.exit_code
-    return 0
 
 
 def _verify_checks(args: argparse.Namespace):
@@ -165,10 +180,11 @@ def _check_report_paths(args: argparse.Namespace) -> None:
         plot_format(args.plot)
 
 
-def _run_verify(args: argparse.Namespace, converted=None):
+def _verify_report(args: argparse.Namespace, converted=None):
+    """The parity report of ``verify`` with the command's options."""
     from converter.verify import verify
 
-    report = verify(
+    return verify(
         args.prototxt,
         args.caffemodel,
         reference=args.reference or "auto",
@@ -181,6 +197,10 @@ def _run_verify(args: argparse.Namespace, converted=None):
         input_shapes=input_shapes(args.input_shape),
         progress=not args.quiet,
     )
+
+
+def _show_report(args: argparse.Namespace, report) -> None:
+    """The report as text, and as the --json and --plot files asked for."""
     print(report.format(), file=_text_stream(args))
     if args.json == "-":
         print(json.dumps(report.to_dict(), indent=1))
@@ -193,12 +213,12 @@ def _run_verify(args: argparse.Namespace, converted=None):
         from converter.parity import plot_report
 
         plot_report(report, args.plot)
-    return report
 
 
 def _verify(args: argparse.Namespace) -> int:
     _check_report_paths(args)
-    report = _run_verify(args, converted=args.converted)
+    report = _verify_report(args, converted=args.converted)
+    _show_report(args, report)
     return report.exit_code
 
 

@@ -250,6 +250,14 @@ def _tell_outputs(plan: Plan, notes: Callable[[str], None] | None) -> None:
         )
 
 
+def check_not_a_source(output: str | os.PathLike, *sources: str | os.PathLike) -> None:
+    """ConverterError when ``output`` is one of the conversion's ``sources`` (the same file,
+    by any name): writing it would destroy what is being read."""
+    for source in sources:
+        if Path(output).exists() and Path(source).exists() and os.path.samefile(output, source):
+            raise ConverterError(f"{output}: is an input of this conversion; choose another -o")
+
+
 def convert(
     prototxt: str | os.PathLike,
     caffemodel: str | os.PathLike,
@@ -292,9 +300,7 @@ def convert(
     from converter.preprocess import array_shape, input_convention
 
     prototxt, caffemodel = Path(prototxt), Path(caffemodel)
-    for source in (prototxt, caffemodel):
-        if Path(output).exists() and source.exists() and os.path.samefile(output, source):
-            raise ConverterError(f"{output}: is an input of this conversion; choose another -o")
+    check_not_a_source(output, prototxt, caffemodel)
     target = output_format(output, format)
     if target not in ("safetensors", "pt"):
         if hash_sources:

@@ -77,6 +77,12 @@ def _import_cv2() -> ModuleType:
     return cv2
 
 
+def check_available(kind: str) -> None:
+    """ConverterError, saying what to do, when the ``kind`` reference ("caffe" or "opencv")
+    cannot run here: checked before ``convert --verify`` writes anything."""
+    (_import_caffe if kind == "caffe" else _import_cv2)()
+
+
 def reference_label(kind: str, path: str | os.PathLike | None = None) -> str:
     """The name a parity report shows for a reference: "caffe", "opencv 4.14.0", ..."""
     if kind == "opencv":
@@ -646,6 +652,29 @@ def _run_opencv(cv2, graph, producers, prototxt, caffemodel, inputs, wanted):
 
 
 # ----------------------------------------------------------------------------- saved blobs
+
+
+def saved_blob_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """{blob name: shape} of a .npz of blobs, from each array's header alone (no data is
+    read: the blobs of a deep net at a large batch take gigabytes); a member whose header
+    cannot be read is left out (``saved_blobs`` says what is wrong with it)."""
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    shapes = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                with archive.open(member) as handle:
+                    reader = readers.get(np.lib.format.read_magic(handle))
+                    if reader is not None:
+                        shapes[member[: -len(".npy")]] = tuple(reader(handle)[0])
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return shapes
+    return shapes
 
 
 def saved_blobs(path: str | os.PathLike) -> dict[str, np.ndarray]:

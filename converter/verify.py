@@ -53,8 +53,9 @@ ROUNDING_FACTOR = 8.0  # a float32 bar: this many times our own float32 rounding
 SATURATED_SHARE = 0.9  # a softmax with this share of one-hot rows gets a note
 
 
-def _check_saved_blobs(saved: Mapping[str, np.ndarray], net: Net, path: str) -> None:
-    """Saved blobs must hold a blob the net computes: else they come from another net."""
+def _check_saved_blobs(saved: Mapping[str, Any], net: Net, path: str) -> None:
+    """Saved blobs must hold a blob the net computes: else they come from another net.
+    ``saved``: {blob name: array, or its shape} (the names are what counts)."""
     names = net.blob_names()
     inputs = set(net.input_shapes())
     shared = [name for name in names if name in saved]
@@ -88,19 +89,47 @@ def check_options(
     """Raise the ConverterError ``verify`` would raise for these options on ``net``, without
     running anything: ``convert --verify`` checks them before it writes its output. The
     checks are verify's own (``_check_tolerance``, ``_check_reference``, ``choose_inputs``);
-    a .npz reference is checked to be one, its blobs are read by the run."""
+    a reference asked for by name ("caffe", "opencv") must be importable, and a .npz
+    reference must be one whose input blobs fit the net and that holds a blob it computes
+    (``_check_saved_input_shapes``, ``_check_saved_blobs``, from the arrays' headers: the
+    blobs themselves are read by the run)."""
+    from converter import references
     from converter.io import sniff
 
     _check_tolerance(tolerance)
     reference = _check_reference(reference)
+    if reference in ("caffe", "opencv"):  # asked for by name: it must be there
+        references.check_available(reference)
     if reference.endswith(".npz"):
         kind = sniff.identify_path(reference) if Path(reference).exists() else None
         if not Path(reference).is_file() or kind not in ("npz", "zip"):
-            from converter.references import saved_blobs
-
-            saved_blobs(reference)  # says what is wrong with it
+            references.saved_blobs(reference)  # says what is wrong with it
+        shapes = references.saved_blob_shapes(reference)
+        _check_saved_input_shapes(shapes, net, reference)
+        _check_saved_blobs(shapes, net, reference)
     if input is not None or mean is not None or scale is not None:
         choose_inputs(net, input, mean, scale)
+
+
+def _check_saved_input_shapes(
+    saved: Mapping[str, Sequence[int]], net: Net, path: str | os.PathLike
+) -> None:
+    """A saved input blob must fit the input the net declares, as an ``--input`` array
+    must (``preprocess.load_input``: any batch, the rest equal): else the blobs were saved
+    from another net, and feeding their input would fail deep in the net or compare
+    nothing. ``saved``: {blob name: shape}. ConverterError naming both shapes."""
+    for name, shape in net.input_shapes().items():
+        if name not in saved:
+            continue
+        theirs, ours = tuple(saved[name]), tuple(shape)
+        if len(theirs) != len(ours) or theirs[1:] != ours[1:]:
+            declared = "x".join(map(str, ("N", *ours[1:])))
+            raise ConverterError(
+                f"{path}: its input blob '{name}' is {'x'.join(map(str, theirs))}, but "
+                f"{net.source} takes {declared} (any batch size N): were the blobs saved from "
+                "another net? Give the blobs of a Caffe run of this net "
+                "(examples/dump_caffe_blobs.py)"
+            )
 
 
 def _check_tolerance(tolerance: float | None) -> None:
@@ -243,6 +272,7 @@ def verify(
     saved = None
     if reference.endswith(".npz"):
         saved = references.saved_blobs(reference)
+        _check_saved_input_shapes({n: a.shape for n, a in saved.items()}, net, reference)
         _check_saved_blobs(saved, net, reference)
         candidates, choice = [], "saved from a Caffe run, as asked"
     elif reference == "auto":

@@ -116,28 +116,86 @@ def atomic_folder(path: str | os.PathLike, replaceable: Collection[str]) -> Iter
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=parent))
     except OSError as exc:
         raise ConverterError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    old = None
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
+        _replace_folder(tmp, path)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _raise_as(exc, tmp, path)
+
+
+def _replace_folder(tmp: Path, path: Path) -> None:
+    """Rename the folder ``tmp`` to ``path``, replacing an existing ``path`` (which is put
+    back if the rename fails)."""
+    parent = path.parent if str(path.parent) else Path(".")
+    old = None
+    try:
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
             os.replace(path, old / path.name)
         os.replace(tmp, path)
-    except BaseException as exc:
+    except BaseException:
         if old is not None and not path.exists():  # put the previous folder back
             with contextlib.suppress(OSError):
                 os.replace(old / path.name, path)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise ConverterError(f"{path}: cannot write ({exc.strerror or exc})") from None
-        if isinstance(exc, ConverterError) and str(tmp) in str(exc):
-            # a file written inside the folder is named where the user will look for it
-            raise ConverterError(str(exc).replace(str(tmp), str(path))) from None
         raise
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _raise_as(exc: BaseException, tmp: Path, path: Path):
+    """Re-raise ``exc`` from work on the temporary ``tmp`` as the user will read it: an
+    OSError as "PATH: cannot write", a ConverterError naming ``tmp`` naming ``path``."""
+    if isinstance(exc, OSError):
+        raise ConverterError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    if isinstance(exc, ConverterError) and str(tmp) in str(exc):
+        # a file written inside the folder is named where the user will look for it
+        raise ConverterError(str(exc).replace(str(tmp), str(path))) from None
+    raise exc
+
+
+@contextlib.contextmanager
+def staged(
+    path: str | os.PathLike, folder: bool = False, replaceable: Collection[str] = ()
+) -> Iterator[Path]:
+    """Yield a temporary name beside ``path``, for an output that is written and then
+    checked before it may stand as ``path`` (``convert --verify``: a verification that ends
+    in bad input must not leave the output, or replace an old one). The name ends with
+    ``path``'s extension (writers tell the format by it); ``folder``: the name of an empty
+    folder, else of an empty file, for an atomic writer to replace. When the block ends
+    normally the temporary takes ``path``'s place (an existing folder only when it holds
+    nothing but ``replaceable``, refused before the block runs); on any error it is removed,
+    an old ``path`` is left as it was, and a message naming the temporary names ``path``."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if folder:
+        check_folder_replaceable(path, replaceable)
+    try:
+        if folder:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=parent))
+        else:
+            fd, name = tempfile.mkstemp(
+                prefix=f".{path.name}.", suffix=f".part{path.suffix}", dir=parent
+            )
+            os.close(fd)
+            tmp = Path(name)
+    except OSError as exc:
+        raise ConverterError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    try:
+        yield tmp
+        if folder:
+            _replace_folder(tmp, path)
+        else:
+            os.replace(tmp, path)
+    except BaseException as exc:
+        if folder:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        _raise_as(exc, tmp, path)
 
 
 def check_writable(path: str | os.PathLike, folder: bool = False) -> None:
