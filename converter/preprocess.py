@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from converter.errors import ConverterError
+from converter.io import sniff
 from converter.io.caffemodel import read_blob
 
 CROP_FRACTION = 0.875  # 224 / 256: the share of the resized image the centre crop keeps
@@ -40,8 +41,26 @@ class InputWarning(UserWarning):
 
 
 def is_image(path: str | os.PathLike) -> bool:
-    """Whether ``load_input`` treats the file as an image (anything but a .npy array)."""
-    return Path(path).suffix.lower() != ".npy"
+    """Whether ``load_input`` treats the file as an image: anything but a .npy array, told
+    by its content (a file that cannot be read: by its name)."""
+    return input_kind(path) != "npy"
+
+
+def input_kind(path: str | os.PathLike) -> str | None:
+    """What an input file is, by its content (``sniff.identify_path``): "npy", an image
+    kind, another kind of ``sniff.WHAT`` (``load_input`` refuses it, naming it), or None
+    (unknown bytes: left to the image decoder, which reads more formats than are sniffed),
+    "text" (a text file). Unknown bytes or a missing file named .npy: "npy" (its reader
+    says what is wrong)."""
+    try:
+        kind = sniff.identify_path(path)
+    except ConverterError:
+        kind = None
+    if kind is None and Path(path).is_file() and sniff.is_text(sniff.read_head(path)):
+        kind = "text"
+    if kind is None and Path(path).suffix.lower() == ".npy":
+        kind = "npy"
+    return kind
 
 
 def array_shape(input: str | os.PathLike | np.ndarray | None) -> tuple[int, ...] | None:
@@ -83,7 +102,13 @@ def load_input(
         raise ConverterError(f"{path}: no such input file")
     if path.is_dir():
         raise ConverterError(f"{path}: is a directory, expected an input file (.npy or an image)")
-    if path.suffix.lower() == ".npy":
+    kind = input_kind(path)  # by content, never by name
+    if kind == "text":
+        data = sniff.read_head(path, sniff.SHORT_TEXT_BYTES + 1)
+        raise ConverterError(sniff.short_text_message(path, "input", data))
+    if kind is not None and kind != "npy" and kind not in sniff.IMAGES:
+        raise ConverterError(sniff.impostor_message(path, "input", kind, sniff.read_head(path)))
+    if kind == "npy":
         if mean is not None or scale is not None:
             raise ConverterError(
                 f"{path}: a .npy input is used as is; mean and scale apply to images only"

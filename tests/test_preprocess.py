@@ -72,7 +72,7 @@ def test_npy_shape_and_content_errors(tmp_path):
     np.save(tmp_path / "s.npy", np.array(["a"]))
     with pytest.raises(ConverterError, match="expected numbers"):
         load_input(tmp_path / "s.npy", (1,))
-    (tmp_path / "bad.npy").write_bytes(b"garbage")
+    (tmp_path / "bad.npy").write_bytes(b"\x00\x01garbage")  # (a text is named as one)
     with pytest.raises(ConverterError, match="bad.npy: not a readable .npy"):
         load_input(tmp_path / "bad.npy", (1, 3, 5, 6))
     with pytest.raises(ConverterError, match="no such input file"):

@@ -73,6 +73,7 @@ _ROLE_NOUN = {
     "caffemodel": "caffemodel",
     "converted": "safetensors or .pt file of caffe2torch convert",
     "mean": "mean file (.binaryproto)",
+    "input": "file for --input (an image or a .npy array)",
 }
 
 
