@@ -22,7 +22,8 @@ def _inspect(args: argparse.Namespace) -> int:
     from converter.inspect import conversion_target, format_table, layer_table, totals
     from converter.net import read_net
 
-    net = read_net(args.prototxt, args.caffemodel, input_shapes(args.input_shape))
+    # a data layer whose shape only the data says stops the table there, saying so
+    net = read_net(args.prototxt, args.caffemodel, input_shapes(args.input_shape), open_shapes=True)
     rows = layer_table(net)
     if args.json:
         summary = {"layers": rows, "totals": totals(net, rows), "module": conversion_target(net)}
@@ -485,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_net_options(convert)
     _add_verify_options(convert, implied=True)
-    convert.set_defaults(run=_convert)
+    convert.set_defaults(run=_convert, parser=convert)
 
     verify = _subcommand(
         commands,
@@ -521,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_net_options(verify)
     _add_verify_options(verify)
-    verify.set_defaults(run=_verify)
+    verify.set_defaults(run=_verify, parser=verify)
 
     inspect = _subcommand(
         commands,
@@ -543,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the layer table and totals as JSON"
     )
     _add_net_options(inspect)
-    inspect.set_defaults(run=_inspect)
+    inspect.set_defaults(run=_inspect, parser=inspect)
     return parser
 
 
@@ -555,7 +556,11 @@ def _one_line(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_join_dashed_values(sys.argv[1:] if argv is None else argv))
+    args, unknown = parser.parse_known_args(
+        _join_dashed_values(sys.argv[1:] if argv is None else argv)
+    )
+    if unknown:  # reported by the command they were given to, with its --help
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     with warnings.catch_warnings():
         show_others = warnings.showwarning
 

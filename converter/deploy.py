@@ -64,6 +64,7 @@ def to_deploy(
     input_shapes: InputShapes = None,
     left_out: int = 0,
     fill_shape: Sequence[int] | None = None,
+    unfilled: dict[str, str] | None = None,
 ) -> tuple[list[caffe_pb2.LayerParameter], list[str]]:
     """The TEST-phase ``layers`` as a deploy net, and what was changed (empty: nothing).
 
@@ -73,7 +74,9 @@ def to_deploy(
     (the shape of the array verify runs on) completes the one input whose sizes only the
     data says (a Data layer without crop_size) where ``input_shapes`` does not, if it fits
     what the file says (``_fits``). Raises ConverterError for a data layer whose shape
-    neither gives, and for an ``input_shapes`` naming no input or with other axes.
+    neither gives, and for an ``input_shapes`` naming no input or with other axes; given
+    an ``unfilled`` dict, such a layer becomes an Input without a shape instead, and the
+    error's message goes into it under the top's name (``inspect`` shows the net up to it).
     """
     training = {i for i, lp in enumerate(layers) if is_training_only(lp)}
     gone = _unused_inputs(layers, training)
@@ -130,11 +133,14 @@ def to_deploy(
                 if fill_shape is not None and len(open_tops) == 1
                 else ""
             )
-            raise ConverterError(
+            message = (
                 f"{source}: data layer '{name}' gives its top '{top}' no complete shape "
                 f"(known: {known}; Caffe takes the rest from the data it reads){unfit}: pass "
                 f"--input-shape {top}:N,C,H,W (Python: input_shapes={{'{top}': (N, C, H, W)}})"
             )
+            if unfilled is None:
+                raise ConverterError(message)
+            unfilled[top] = message
     if not (converted or dropped or removed_inputs):
         return result, []
     changes = [
@@ -147,6 +153,9 @@ def to_deploy(
             shape = tuple(inputs[lp.name].input_param.shape[0].dim)
             if filled in lp.top:
                 note = " (its sizes from the input array)"
+            open_top = next((t for t in lp.top if t in (unfilled or {})), None)
+            if open_top is not None:
+                shape = _shape_text(unknown[open_top][1])  # inspect: the sizes stay open
             changes.append(f"{lp.type} '{lp.name}' became an Input of shape {shape}{note}")
     if dropped:
         names = ", ".join(f"{layers[i].type} '{layers[i].name}'" for i in sorted(dropped))

@@ -72,11 +72,17 @@ def output_format(path: str | os.PathLike, format: str | None) -> str:
     """
     if format is not None and format not in FORMAT_EXTENSIONS:
         raise ConverterError(f"unknown format '{format}': choose one of {', '.join(FORMATS)}")
-    if format == "code":  # a folder: any name
-        return format
     path = Path(path)
     suffix = path.suffix.lower()
     named = [name for name, extensions in FORMAT_EXTENSIONS.items() if suffix in extensions]
+    if format == "code":  # a folder: any name but another format's file name
+        if named:
+            raise ConverterError(
+                f"{path}: --format code writes a folder, and '{suffix}' names "
+                f"{article(named[0])} {named[0]} file; name the folder without it "
+                f"(-o {path.with_suffix('')}) or drop --format code to write {named[0]}"
+            )
+        return format
     if format is not None and format in named:
         return format
     if format is None and named:

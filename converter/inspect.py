@@ -25,7 +25,7 @@ def layer_table(net: Net) -> list[dict]:
         # With weights a shape error is a mismatch to report, unless types are unknown:
         # then the table shows what it can, and the module line names them.
         known = all(lookup(layer.type) is not None for layer in net.layers)
-        if known and any(layer.blobs for layer in net.layers):
+        if known and any(layer.blobs for layer in net.layers) and not net.open_inputs:
             raise
         shapes = _inferable_prefix(net)
         shapes += [LayerShapes([], None)] * (len(net.layers) - len(shapes))
@@ -51,7 +51,7 @@ def layer_table(net: Net) -> list[dict]:
 
 
 def _head(net: Net, count: int) -> Net:
-    return Net(net.name, net.layers[:count], net.source)
+    return Net(net.name, net.layers[:count], net.source, open_inputs=net.open_inputs)
 
 
 def _inferable_prefix(net: Net) -> list[LayerShapes]:
@@ -81,7 +81,10 @@ def shape_stop(net: Net) -> dict | None:
     if count == len(net.layers):
         return None
     layer = net.layers[count]
-    if lookup(layer.type) is None:
+    unknown_input = next((net.open_inputs[t] for t in layer.tops if t in net.open_inputs), None)
+    if unknown_input is not None:
+        why = unknown_input.removeprefix(f"{net.source}: ")
+    elif lookup(layer.type) is None:
         why = f"no shape rule for {describe_layer(layer)}"
     else:
         try:
@@ -143,6 +146,8 @@ def conversion_target(net: Net) -> dict:
         # every such layer at once, a Python layer with the module it loads
         listed = unknown_layers_message(net.source, missing, "without a module")
         return {"module": None, "why": listed.removeprefix(f"{net.source}: ")}
+    if net.open_inputs:  # the checks need the shapes
+        return {"module": None, "why": "the input shape is needed first (--input-shape)"}
     try:
         plan_conversion(net, generic=False)
     except ConverterError as exc:  # what convert would refuse
@@ -209,7 +214,7 @@ def _unknown_why(rows: list[dict], summed: dict) -> str:
     reasons = []
     after = []
     if stop is not None:
-        if stop["why"].startswith("no shape rule"):
+        if stop["why"].startswith(("no shape rule", "data layer")):
             reasons.append(stop["why"])
         else:  # the module line gives the error
             reasons.append(f"shape inference stops at '{stop['layer']}' ({stop['type']}), refused")

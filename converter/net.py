@@ -70,6 +70,9 @@ class Net:
     changes: list[str] = field(default_factory=list)
     weights_format: str | None = None
     weights_dtype: str | None = None
+    # input blob -> why its shape is unknown (``read_net(open_shapes=True)``): shapes stop
+    # at its layer
+    open_inputs: dict[str, str] = field(default_factory=dict)
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -131,6 +134,7 @@ def read_net(
     caffemodel: str | os.PathLike | None = None,
     input_shapes: InputShapes = None,
     fill_shape: Sequence[int] | None = None,
+    open_shapes: bool = False,
 ) -> Net:
     """Read a net definition, and its weights when a caffemodel is given.
 
@@ -142,11 +146,15 @@ def read_net(
     input array verify runs on) gives what the file cannot say where it fits and
     ``input_shapes`` does not (``converter.deploy.to_deploy``). The weights may be a binary
     caffemodel (float, double or half precision, or compressed) or Caffe's HDF5 weights.
+    ``open_shapes`` (``inspect``): a data layer whose shape neither completes stays an
+    Input without a shape (``Net.open_inputs`` says why; ``Net.shapes`` raises there) rather
+    than a ConverterError.
     """
     with gc_paused():
         if caffemodel is not None:
             sniff.check_pair(prototxt, caffemodel)
-        net = net_from_param(read_prototxt(prototxt), str(prototxt), input_shapes, fill_shape)
+        param = read_prototxt(prototxt)
+        net = net_from_param(param, str(prototxt), input_shapes, fill_shape, open_shapes)
         if caffemodel is not None:
             weights = read_weight_file(caffemodel)
             last = weights.format == "hdf5"
@@ -179,24 +187,29 @@ def net_from_param(
     source: str = "<net>",
     input_shapes: InputShapes = None,
     fill_shape: Sequence[int] | None = None,
+    open_shapes: bool = False,
 ) -> Net:
     """Build a Net (TEST phase, no weights) from an upgraded NetParameter.
 
     Layers of the TEST phase are kept (Caffe's include/exclude rules); a training net
     becomes the deploy net Caffe runs, with one DeployNetWarning saying what changed
     (``converter.deploy.to_deploy``, which also applies ``input_shapes`` and
-    ``fill_shape``). Layer names may
+    ``fill_shape``; ``open_shapes``: a data layer's shape neither completes is left
+    open, ``Net.open_inputs`` saying why, instead of raising). Layer names may
     repeat, as Caffe allows; ``attach_weights`` says which of them receive stored blobs.
     """
     kept = [lp for lp in param.layer if _included_in_test(lp, param.state)]
     left_out = len(param.layer) - len(kept)
-    deploy, changes = to_deploy(kept, source, input_shapes, left_out, fill_shape)
+    unfilled: dict[str, str] | None = {} if open_shapes else None
+    deploy, changes = to_deploy(kept, source, input_shapes, left_out, fill_shape, unfilled)
     if changes:
         warnings.warn(f"{source}: {'; '.join(changes)}", DeployNetWarning, stacklevel=2)
     layers = [Layer(lp.name, lp.type, list(lp.bottom), list(lp.top), lp) for lp in deploy]
     if not layers:
         raise ConverterError(f"{source}: the net has no layers")
-    net = Net(name=param.name, layers=layers, source=source, changes=changes)
+    net = Net(
+        name=param.name, layers=layers, source=source, changes=changes, open_inputs=unfilled or {}
+    )
     _check_wiring(net)
     return net
 
@@ -358,6 +371,9 @@ def infer_shapes(
     result = []
     for layer in net.layers:
         where = f"{net.source}: layer '{layer.name}' ({layer.type})"
+        unknown_input = next((net.open_inputs[t] for t in layer.tops if t in net.open_inputs), 0)
+        if unknown_input:
+            raise ConverterError(unknown_input)
         shapes = lookup(layer.type).shape(layer, [blobs[b] for b in layer.bottoms], where)
         if layer.type == "Input":
             shapes.top_shapes = [overrides.get(t, s) for t, s in zip(layer.tops, shapes.top_shapes)]

@@ -187,7 +187,13 @@ def test_data_layer_the_file_cannot_size_needs_input_shape(capsys, tmp_path, lay
     assert net.input_shapes() == {"data": (2, 3, 8, 8)}
     proto = tmp_path / "train.prototxt"
     proto.write_text(text)
-    assert main(["inspect", str(proto)]) == 2
+    # inspect shows the table up to the data layer and says why it stops (was: exit 2)
+    assert main(["inspect", str(proto)]) == 0
+    out, _ = capsys.readouterr()
+    table, totals, module = out.split("\n\n")[0], *out.strip().splitlines()[-2:]
+    assert "data -> conv" in table and "t: 2 layers, parameters: unknown" in totals
+    assert f"no complete shape (known: {known};" in totals and "--input-shape data:" in totals
+    assert module == "Converts to: nothing yet (the input shape is needed first (--input-shape))"
     assert main(["inspect", str(proto), "--input-shape", "2,3,8,8"]) == 0
     out, err = capsys.readouterr()
     assert "data -> conv" in out and "2x4x6x6" in out

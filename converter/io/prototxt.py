@@ -49,6 +49,12 @@ def _binary_message(path: Path, data: bytes) -> str:
             f"{path}: is a binary caffemodel (weights), not a prototxt (text): give the net "
             "definition first and the weights second"
         )
+    encoding = sniff.wide_text_encoding(data[: sniff.HEAD_BYTES])
+    if encoding is not None:  # Caffe's parser (protobuf's TextFormat) reads UTF-8 too
+        return (
+            f"{path}: is {encoding} text; save it as UTF-8 (e.g. `iconv -f {encoding} -t UTF-8 "
+            f"{path} > {path.stem}.utf8{path.suffix}`)"
+        )
     shape = blob_shape(data)
     if shape is not None:
         return sniff.binaryproto_message(path, "prototxt", shape)

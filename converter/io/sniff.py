@@ -284,6 +284,32 @@ def is_text(head: bytes) -> bool:
     return printable and re.search(r"[^\W\d_]{2}", text) is not None
 
 
+def wide_text_encoding(head: bytes) -> str | None:
+    """ "UTF-16" or "UTF-32" when ``head`` starts text in that encoding (as Windows editors
+    save "Unicode" text): by its byte order mark, or by ASCII characters each followed
+    (little-endian) or preceded (big-endian) by NUL bytes; None otherwise."""
+    boms = (
+        (b"\xff\xfe\x00\x00", "UTF-32"),
+        (b"\x00\x00\xfe\xff", "UTF-32"),
+        (b"\xff\xfe", "UTF-16"),
+        (b"\xfe\xff", "UTF-16"),
+    )
+    for bom, encoding in boms:
+        if head.startswith(bom):
+            return encoding
+    for encoding, width in (("UTF-32", 4), ("UTF-16", 2)):
+        units = [head[i : i + width] for i in range(0, len(head) - len(head) % width, width)]
+        if len(units) < 4:
+            continue
+        for ascii_at in (0, width - 1):  # little-endian, big-endian
+            nul = bytes(width - 1)
+            rest = [u[1:] if ascii_at == 0 else u[:-1] for u in units]
+            chars = bytes(u[ascii_at] for u in units)
+            if all(r == nul for r in rest) and is_text(chars):
+                return encoding
+    return None
+
+
 _PROTOTXT_START = re.compile(
     r"^\s*(name|layers?|input|input_dim|input_shape|state|force_backward|debug_info)\s*[:{]",
     re.MULTILINE,
