@@ -21,7 +21,7 @@ from converter.conversion import (
     warn_non_finite,
 )
 from converter.deploy import InputShapes
-from converter.errors import ConverterError, counted
+from converter.errors import ConverterError, InputsError, counted
 from converter.export import owned_tensors, read_converted
 from converter.net import Net, gc_paused, read_net
 
@@ -129,7 +129,8 @@ def blobs(
     net with inputs a and b. Each is cast to the model's floating dtype and device (a model
     without parameters or buffers runs in the input's own floating dtype). ``names``: the
     blobs wanted (default: all; a list after the inputs is taken as ``names`` too). Inputs
-    that do not fit the net raise TypeError, saying what the net takes.
+    that do not fit the net raise ``converter.errors.InputsError`` (a ConverterError and a
+    TypeError), saying what the net takes; inputs of different batch sizes, ConverterError.
     """
     if names is None and len(inputs) > 1 and _is_names(inputs[-1]):
         *inputs, names = inputs
@@ -159,7 +160,7 @@ def _is_names(value) -> bool:
 
 def _model_inputs(model: nn.Module, inputs: Sequence) -> tuple[torch.Tensor, ...]:
     """``inputs`` (see ``blobs``) as one tensor per net input, in the model's input order,
-    in its floating dtype and on its device. TypeError, naming what the net takes, for
+    in its floating dtype and on its device. InputsError, naming what the net takes, for
     anything else (the message never shows the tensors)."""
     names = list(getattr(model, "input_names", None) or [])
     takes = f"the net takes {counted(len(names), 'input')} ({', '.join(names)})"
@@ -170,16 +171,16 @@ def _model_inputs(model: nn.Module, inputs: Sequence) -> tuple[torch.Tensor, ...
         problems = [f"lacks {', '.join(missing)}"] if missing else []
         problems += [f"names no input {', '.join(unknown)}"] if unknown else []
         if problems:
-            raise TypeError(f"{takes}; the dict {' and '.join(problems)}")
+            raise InputsError(f"{takes}; the dict {' and '.join(problems)}")
         inputs = [given[name] for name in names]
     elif len(inputs) == 1 and isinstance(inputs[0], (tuple, list)) and not _is_names(inputs[0]):
         inputs = list(inputs[0])
     if names and len(inputs) != len(names):
-        raise TypeError(f"{takes}, got {len(inputs)}")
+        raise InputsError(f"{takes}, got {len(inputs)}")
     for index, x in enumerate(inputs):
         if not isinstance(x, (torch.Tensor, np.ndarray)):
             where = f"input '{names[index]}'" if index < len(names) else f"input {index}"
-            raise TypeError(
+            raise InputsError(
                 f"{where}: expected a torch.Tensor or a NumPy array, got {type(x).__name__}"
             )
     return tuple(_model_input(model, x) for x in inputs)

@@ -8,6 +8,11 @@ class ConverterError(Exception):
     """
 
 
+class InputsError(ConverterError, TypeError):
+    """Inputs that do not fit a model's forward (their number, or not tensors): a
+    ConverterError, and a TypeError as Python raises for a call with wrong arguments."""
+
+
 def file_error(path: object, exc: OSError) -> ConverterError:
     """The one-line error for a file that cannot be opened or read, saying why."""
     if isinstance(exc, FileNotFoundError):

@@ -42,12 +42,20 @@ import torch
 from google.protobuf import text_format
 from torch import nn
 
-from converter.errors import ConverterError, counted, noun
+from converter.errors import ConverterError, InputsError, counted, noun
 from converter.export import owned_tensors
 from converter.io.prototxt import parse_prototxt
 from converter.layers import LayerType, lookup, supported_layer_types
 from converter.layers.registry import describe_layer, unknown_layers_message
-from converter.net import Layer, Net, final_writes, net_definition, net_from_param, sharing_groups
+from converter.net import (
+    Layer,
+    Net,
+    batched_inputs,
+    final_writes,
+    net_definition,
+    net_from_param,
+    sharing_groups,
+)
 
 __all__ = ["CaffeGraph", "graph_arrays", "supported_layer_types"]
 
@@ -87,6 +95,7 @@ class CaffeGraph(nn.Module):
             name: tuple(int(d) for d in (input_shapes or {}).get(name, shape))
             for name, shape in net.input_shapes().items()
         }
+        self._batched = batched_inputs(self.input_shapes)  # checked in _run
         self.output_names: list[str]
         self.output_names, self.output_name = _outputs(net)
         self.module_names: dict[str, str] = {}
@@ -236,11 +245,13 @@ class CaffeGraph(nn.Module):
         on_final: Callable[[str, torch.Tensor], None] | None = None,
     ) -> dict:
         if len(inputs) != len(self.input_names):
-            raise TypeError(
+            raise InputsError(
                 f"the net takes {counted(len(self.input_names), 'input')} {self.input_names}, "
                 f"got {len(inputs)}"
             )
         given = dict(zip(self.input_names, inputs))
+        if self._batched:
+            check_batch({name: given[name] for name in self._batched})
         blobs: dict[str, torch.Tensor] = {}
         for index, step in enumerate(self._steps):
             module = self._modules[step.module]
@@ -268,6 +279,19 @@ class CaffeGraph(nn.Module):
                     if name not in keep:
                         del blobs[name]
         return blobs
+
+
+def check_batch(inputs: Mapping[str, torch.Tensor]) -> None:
+    """ConverterError, naming each input's batch size, unless ``inputs`` (those that
+    ``batched_inputs`` names) all have one size on axis 0: PyTorch would broadcast a
+    batch of 1 against the others, where Caffe's Eltwise and Concat refuse the shapes."""
+    first = next(iter(inputs.values())).shape[:1]
+    if any(x.shape[:1] != first for x in inputs.values()):
+        sizes = ", ".join(f"{n} {x.shape[0] if x.shape else 'none'}" for n, x in inputs.items())
+        raise ConverterError(
+            f"the net's inputs have different batch sizes ({sizes}); give every input the "
+            "same batch size (axis 0): Caffe combines them sample by sample"
+        )
 
 
 def _outputs(net: Net) -> tuple[list[str], str]:

@@ -452,6 +452,17 @@ def in_place_tops(layer: Layer) -> list[str]:
     ]
 
 
+def batched_inputs(input_shapes: Mapping[str, Sequence[int]]) -> list[str]:
+    """The inputs that must be given one batch size (axis 0): all of them, when a net has
+    several and declares them all with the same first size (a net's inputs are combined
+    sample by sample: Caffe's Eltwise and Concat check their bottoms' shapes, and the
+    exported program shares one batch dimension among them); none otherwise."""
+    shapes = list(input_shapes.values())
+    if len(shapes) < 2 or any(len(s) == 0 or s[0] != shapes[0][0] for s in shapes):
+        return []
+    return list(input_shapes)
+
+
 def final_writes(net: Net) -> dict[str, int]:
     """Blob -> index of the layer after which the blob holds its final value (what Caffe's
     ``net.blobs[name]`` shows after the forward pass): the last layer writing it, or

@@ -73,14 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if len(args.model) == 2:
             model = converter.load(*args.model)
-            shape = next(iter(converter.read_net(args.model[0]).input_shapes().values()))
+            shapes = converter.read_net(args.model[0]).input_shapes()
         elif len(args.model) == 1:
             model = converter.load(args.model[0])
             shapes = json.loads(read_converted(args.model[0])[1]["input_shapes"])
-            shape = next(iter(shapes.values()))
         else:
             parser.error("give PROTOTXT CAFFEMODEL or one converted file")
-        x = torch.from_numpy(load_input(args.image, shape, mean=args.mean))
+        if len(shapes) != 1:
+            raise converter.ConverterError(
+                f"the net has {len(shapes)} inputs ({', '.join(shapes)}); this example "
+                "classifies nets with one image input"
+            )
+        x = torch.from_numpy(load_input(args.image, next(iter(shapes.values())), mean=args.mean))
         scores = class_scores(model, x, args.output)
         names = read_labels(args.labels, scores.numel()) if args.labels else []
     except converter.ConverterError as exc:

@@ -548,3 +548,70 @@ def test_emitters_compute_exactly_what_the_modules_do(name, tmp_path):
     assert check.returncode == 0, check.stdout
     formatted = ruff("format", "--isolated", "--check", str(folder / "model.py"))
     assert formatted.returncode == 0, formatted.stdout
+
+
+def _input(name: str, batch: int) -> str:
+    return (
+        f'layer {{ name: "{name}" type: "Input" top: "{name}" input_param {{ shape {{ '
+        f"dim: {batch} dim: 2 dim: 4 dim: 4 }} }} }}\n"
+    )
+
+
+LONG = "an_input_with_a_rather_long_caffe_name"
+THREE_INPUTS = (
+    _input(LONG, 1)
+    + _input("check_batch", 1)  # a blob taking the helper's name
+    + _input("c", 1)
+    + 'layer { name: "cat" type: "Concat" bottom: "'
+    + LONG
+    + '" bottom: "check_batch" bottom: "c" top: "cat" }\n'
+)
+
+
+def test_code_of_a_net_with_several_inputs_checks_their_batch(tmp_path):
+    """Before: model.py broadcast a batch of 1 against a batch of 2 where Caffe refuses;
+    now one ValueError naming each input's batch, the check one ruff-clean call, and only
+    where the net declares its inputs with one batch size."""
+    from conftest import write_net
+
+    prototxt, caffemodel = write_net(tmp_path, "three", THREE_INPUTS)
+    folder = tmp_path / "three_code"
+    assert (
+        main(["convert", str(prototxt), str(caffemodel), "-o", str(folder), "--format", "code"])
+        == 0
+    )
+    source = folder / "model.py"
+    check = ruff("check", *RUFF_RULES, "--extend-ignore", "E501", str(source))
+    assert check.returncode == 0, check.stdout
+    formatted = ruff("format", "--isolated", "--check", "--diff", str(source))
+    assert formatted.returncode == 0, formatted.stdout
+    model = import_model(folder, "gen_three").load()
+    ones, twos = torch.randn(1, 2, 4, 4), torch.randn(2, 2, 4, 4)
+    with pytest.raises(ValueError) as raised:
+        model(ones, twos, ones)
+    assert str(raised.value) == (
+        f"the net's inputs have different batch sizes ({LONG} 1, check_batch 2, c 1)"
+    )
+    assert torch.equal(model(twos, twos, twos), torch.cat([twos] * 3, dim=1))
+    # inputs declared with different first sizes: nothing tells which axis is a batch
+    different = THREE_INPUTS.replace(_input("c", 1), _input("c", 3))
+    prototxt, caffemodel = write_net(
+        tmp_path, "different", different.replace("Concat", "Eltwise").replace('bottom: "c" ', "")
+    )
+    assert (
+        main(
+            [
+                "convert",
+                str(prototxt),
+                str(caffemodel),
+                "-o",
+                str(tmp_path / "d"),
+                "--format",
+                "code",
+            ]
+        )
+        == 0
+    )
+    assert "check_batch(" not in (tmp_path / "d" / "model.py").read_text()
+    single = write_code(GENERIC[0], tmp_path / "single")
+    assert "check_batch" not in (single / "model.py").read_text()

@@ -99,3 +99,28 @@ def test_classify_asks_which_output_of_a_net_with_several(capsys, tmp_path):
     assert shown == cls_prob[0].topk(5).indices.tolist()
     assert classify.main([*argv, "--output", "cls_score"]) == 2
     assert "not an output of this net; its outputs: bbox_pred, cls_prob" in capsys.readouterr().err
+
+
+def test_classify_refuses_a_net_with_two_inputs_in_one_line(capsys, tmp_path):
+    """Before: a traceback ending "TypeError: the net takes 2 inputs ['a', 'b'], got 1",
+    exit 1, from a pair and from a converted file alike."""
+    from test_verify import TWO_INPUTS
+
+    from conftest import write_net
+    from converter.cli import main as cli
+
+    prototxt, caffemodel = write_net(tmp_path, "two", TWO_INPUTS)
+    converted = tmp_path / "two.safetensors"
+    assert cli(["convert", str(prototxt), str(caffemodel), "-o", str(converted)]) == 0
+    capsys.readouterr()
+    classify = load_example("classify")
+    image = str(ROOT / "examples" / "coffee.png")
+    for model in ([str(prototxt), str(caffemodel)], [str(converted)]):
+        assert classify.main([*model, image]) == 2
+        out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert out == "" and len(lines) == 1, err
+        assert lines[0] == (
+            "classify: error: the net has 2 inputs (a, b); this example classifies nets "
+            "with one image input"
+        )

@@ -10,8 +10,10 @@ exits 2 with one line on stderr.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import math
+import re
 import threading
 import weakref
 from pathlib import Path
@@ -1109,13 +1111,52 @@ def test_blobs_takes_several_inputs(two_inputs):
         (({"a": a, "b": b, "c": b},), "names no input c"),
         ((a, "b"), "input 'b': expected a torch.Tensor or a NumPy array, got str"),
     ):
-        with pytest.raises(TypeError) as raised:
+        with pytest.raises(TypeError) as raised:  # a TypeError, as Python's, and ours
             converter.blobs(model, *args)
+        assert isinstance(raised.value, ConverterError)
         assert words in str(raised.value) and "tensor(" not in str(raised.value)
+    with pytest.raises(ConverterError, match=r"takes 2 inputs \['a', 'b'\], got 1"):
+        model(a)
     # a one-input net takes its input as before
     case = load_case("pool_ceil")
     single = converter.load(case.prototxt, case.caffemodel)
     assert "ave_rect" in converter.blobs(single, case.input)
+
+
+def test_inputs_of_different_batch_sizes_are_refused(two_inputs, tmp_path):
+    """Before: a batch of 1 was broadcast against a batch of 2 (outputs of batch 2, no
+    error), where Caffe's Eltwise refuses the shapes and a pt2 raises a guard error."""
+    prototxt, caffemodel, _ = two_inputs
+    model = converter.load(prototxt, caffemodel)
+    one, two = torch.randn(1, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    words = "the net's inputs have different batch sizes (a 1, b 2)"
+    for call in (
+        lambda: model(one, two),
+        lambda: converter.blobs(model, {"a": one, "b": two}),
+        lambda: converter.blobs(model, one.numpy(), two.numpy(), names=["ca"]),
+        lambda: converter.stream_blobs(model, (one, two), lambda name, value: None),
+    ):
+        with pytest.raises(ConverterError) as raised:
+            call()
+        assert words in str(raised.value) and not isinstance(raised.value, TypeError)
+    # one batch size for all, 1 or more, runs as before
+    both = torch.cat([one, one])
+    assert model(both, two).shape == (2, 3, 8, 8)
+    torch.testing.assert_close(model(both, two)[:1], model(one, two[:1]))
+    # the code folder's module says the same, in a ValueError (it imports only torch)
+    folder = tmp_path / "code"
+    assert (
+        main(["convert", str(prototxt), str(caffemodel), "-o", str(folder), "--format", "code"])
+        == 0
+    )
+    spec = importlib.util.spec_from_file_location("two_code", folder / "model.py")
+    code = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code)
+    generated = code.load()
+    with pytest.raises(ValueError, match=re.escape(words)):
+        generated(one, two)
+    with torch.no_grad():
+        assert torch.equal(generated(both, two), model(both, two))
 
 
 # ----------------------------------------------------------------------------- NaN and Inf

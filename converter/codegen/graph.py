@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from converter.codegen.common import LOADER, fill, header, quote
 from converter.errors import ConverterError, noun
 from converter.layers import LayerCode, lookup
-from converter.net import Net
+from converter.net import Net, batched_inputs
 
 # Names the generated forward uses itself: no blob variable may take them.
 _RESERVED = {"self", "torch", "nn", "F", "json", "math", "Path", "along", "FLT_MAX"}
@@ -124,9 +124,21 @@ def _layer_codes(net: Net) -> list[LayerCode | None]:
     return codes
 
 
-def _helpers(codes: Sequence[LayerCode | None]) -> list[str]:
-    """The helper definitions the layers' code needs, each once, constants first."""
-    helpers: list[str] = []
+# forward()'s first statement in a net whose inputs share the batch (``batched_inputs``):
+# PyTorch would broadcast a batch of 1 against the others, where Caffe refuses the shapes.
+CHECK_BATCH = '''
+def check_batch(*inputs: tuple[str, torch.Tensor]) -> None:
+    """ValueError unless the inputs, (blob name, tensor) pairs, share one batch size."""
+    if any(x.shape[0] != inputs[0][1].shape[0] for _, x in inputs):
+        sizes = ", ".join(f"{name} {x.shape[0]}" for name, x in inputs)
+        raise ValueError(f"the net's inputs have different batch sizes ({sizes})")
+'''
+
+
+def _helpers(net: Net, codes: Sequence[LayerCode | None]) -> list[str]:
+    """The helper definitions the layers' code needs, each once, constants first; with
+    ``check_batch`` where the net's inputs share the batch."""
+    helpers: list[str] = [CHECK_BATCH] if batched_inputs(net.input_shapes()) else []
     for code in filter(None, codes):
         helpers += [helper for helper in code.helpers if helper not in helpers]
     helpers.sort(key=lambda text: text.lstrip().startswith(("def ", "class ")))
@@ -151,7 +163,7 @@ def blob_variables(net: Net) -> dict[str, str]:
     writes for ``net`` (what ``verify`` reads a code folder's blobs from). Raises
     ConverterError when a layer type has no code emitter."""
     check_codegen(net)
-    return dict(_blob_names(net, _helpers(_layer_codes(net))).names)
+    return dict(_blob_names(net, _helpers(net, _layer_codes(net))).names)
 
 
 def graph_source(net: Net, model, prototxt: str, caffemodel: str, version: str) -> str:
@@ -159,10 +171,12 @@ def graph_source(net: Net, model, prototxt: str, caffemodel: str, version: str) 
     steps, output). Raises ConverterError when a layer type has no code emitter."""
     check_codegen(net)
     codes = _layer_codes(net)
-    helpers = _helpers(codes)
+    helpers = _helpers(net, codes)
+    codes_helpers = [code.helpers for code in codes if code is not None]
     init: list[str] = []
-    body: list[str] = []
     names = _blob_names(net, helpers)
+    batched = [f"({quote(blob)}, {names(blob)})" for blob in batched_inputs(net.input_shapes())]
+    body = _statement("        ", f"check_batch({', '.join(batched)})") if batched else []
     inputs = [names(blob) for blob in model.input_names]
     produced: set[str] = set(model.input_names)
     for layer, step, code in zip(net.layers, model.steps, codes):
@@ -211,7 +225,7 @@ def graph_source(net: Net, model, prototxt: str, caffemodel: str, version: str) 
         "forward() runs Caffe's layers in Caffe's order; each local variable is the Caffe blob "
         "of that name (made an identifier), reassigned where a layer writes it in place. "
         "Torch's own functions are used where they compute exactly what Caffe does"
-        f"{'; the small classes above Net do the rest' if helpers else ''}.\n\n"
+        f"{'; the small classes above Net do the rest' if any(codes_helpers) else ''}.\n\n"
         f"Input: float32 {shapes_text}, in the net's training convention (see config.json). "
         f"{returned}"
     )
