@@ -15,6 +15,10 @@ keeps them, without changing it:
   ``forward``, reassigned by in-place layers: the variables as the forward returns hold
   each blob's final value (after its last writer).
 
+In both forms the output blobs are what ``forward`` returns (mapped to names by
+``output_names``, in Caffe's order), not a tap or a variable: a wrong value returned, or
+outputs returned in the wrong order, fails at that output blob.
+
 A blob the module does not expose this way (the user renamed a module, or moved code into
 a helper) is not handed over, and the report lists it as not compared.
 """
@@ -94,14 +98,20 @@ class CodeModel(nn.Module):
 
         for name, value in zip(self.input_names, xs):
             hand_over(name, value)
+        outputs = set(self.output_names)
+
+        def hand_over_inner(name: str, value: torch.Tensor) -> None:
+            if name not in outputs:  # an output blob is what forward returns, below
+                hand_over(name, value)
+
         if self._model_class == "ResNet" and self._stored.get("architecture") == "resnet":
-            _run_resnet(self.net, self._stored, xs, hand_over)
+            returned = _run_resnet(self.net, self._stored, xs, hand_over_inner)
         elif self._model_class == "Net" and self._stored.get("architecture") == "generic":
-            _run_graph(self.net, self._stored, xs, hand_over, self.source)
+            returned = _run_graph(self.net, self._stored, xs, hand_over_inner)
         else:  # a form this module does not know: its outputs alone
             returned = self.net(*xs)
-            for name, value in outputs_by_name(self.output_names, returned, self.source).items():
-                hand_over(name, value)
+        for name, value in outputs_by_name(self.output_names, returned, self.source).items():
+            hand_over(name, value)
         return kept
 
 
@@ -157,7 +167,8 @@ def _relu_module(tap: str) -> str | None:
     return f"{match.group(1)}.relu" if match else None
 
 
-def _run_resnet(net: nn.Module, stored: Mapping[str, Any], xs, hand_over: OnFinal) -> None:
+def _run_resnet(net: nn.Module, stored: Mapping[str, Any], xs, hand_over: OnFinal) -> Any:
+    """Hand over each tapped blob of the ResNet ``net`` run on ``xs``; return its output."""
     pairs = [tuple(pair) for pair in stored.get("blobs", [])]
     final = {blob: tap for tap, blob in pairs}  # the last tap of a blob is its final value
     blobs_at: dict[str, list[str]] = {}
@@ -183,14 +194,15 @@ def _run_resnet(net: nn.Module, stored: Mapping[str, Any], xs, hand_over: OnFina
             handle.remove()
     if root_taps:
         put("softmax", out)
+    return out
 
 
 # ----------------------------------------------------------------------------- straight-line
 
 
-def _run_graph(
-    net: nn.Module, stored: Mapping[str, Any], xs, hand_over: OnFinal, source: str
-) -> None:
+def _run_graph(net: nn.Module, stored: Mapping[str, Any], xs, hand_over: OnFinal) -> Any:
+    """Hand over each blob of the straight-line ``net`` run on ``xs`` that a local variable
+    of its forward holds; return its output."""
     from converter.codegen.graph import blob_variables
     from converter.io.prototxt import parse_prototxt
     from converter.net import final_writes, net_from_param
@@ -203,16 +215,11 @@ def _run_graph(
         variables = {}
     inputs = set(graph.input_shapes())
     final = final_writes(graph)
-    handed = False
     for blob in sorted(final, key=final.__getitem__):
         value = frames.get(variables.get(blob, ""))
         if blob not in inputs and isinstance(value, torch.Tensor):
             hand_over(blob, value)
-            handed = True
-    if not handed:  # no variable found: the outputs at least
-        outputs = stored.get("output_names") or [stored.get("output_name", "")]
-        for name, value in outputs_by_name(outputs, out, source).items():
-            hand_over(name, value)
+    return out
 
 
 def _forward_locals(net: nn.Module, xs) -> tuple[dict[str, Any], Any]:

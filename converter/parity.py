@@ -60,6 +60,10 @@ class BlobParity:
     # of the NaN/Inf disagreements: NaN on our side only, and on the reference's only
     nan_ours_only: int = 0
     nan_reference_only: int = 0
+    # set (by verify) on a failing blob whose only disagreement is a documented difference of
+    # PyTorch's ops from Caffe's on NaN/Inf (the layer and the rule), at the blob the layer
+    # writes or carried on to a blob after it: not a failure, no check either
+    excused: str = ""
 
     @property
     def problem(self) -> str:
@@ -97,6 +101,7 @@ class BlobParity:
             "exact": self.exact or None,
             "exact_mismatch": self.exact_mismatch,
             "undecided": self.undecided or None,
+            "excused": self.excused or None,
         }
 
 
@@ -129,9 +134,10 @@ class ParityReport:
     input: dict[str, Any] | None = None  # the input used: file or random, shape, mean, scale
     # blob -> why agreeing on it cannot show an error on this input (a saturated softmax)
     uninformative: dict[str, str] = field(default_factory=dict)
-    # set when the first failure is a documented difference of PyTorch's ops from Caffe's
-    # on NaN/Inf (the layer and the rule), not a wrong conversion: the verdict is then
-    # INCONCLUSIVE (verify._nonfinite_deviation)
+    # set when the first divergence is a documented difference of PyTorch's ops from Caffe's
+    # on NaN/Inf (the layer and the rule), not a wrong conversion; the rows it explains are
+    # ``excused`` (verify._nonfinite_deviation). The verdict is INCONCLUSIVE only when no
+    # other blob fails
     deviation: str = ""
 
     @property
@@ -140,8 +146,16 @@ class ParityReport:
 
     @property
     def failures(self) -> list[BlobParity]:
-        """The blobs that differ, less those whose difference ties decide (``undecided``)."""
-        return [row for row in self.rows if not row.passed and not row.undecided]
+        """The blobs that differ, less those whose difference ties decide (``undecided``)
+        and those a known difference on NaN/Inf explains (``excused``)."""
+        return [
+            row for row in self.rows if not row.passed and not row.undecided and not row.excused
+        ]
+
+    @property
+    def excused(self) -> list[BlobParity]:
+        """The blobs that differ only by a known difference on NaN/Inf (``excused``)."""
+        return [row for row in self.rows if not row.passed and row.excused]
 
     @property
     def undecided(self) -> list[BlobParity]:
@@ -151,14 +165,17 @@ class ParityReport:
     @property
     def inconclusive(self) -> bool:
         """No blob fails, but either none of them could have shown an error, or some differ
-        where ties decide, which neither side gets wrong; or the first failure is a known
-        difference on NaN/Inf (``deviation``), which says nothing of the conversion."""
-        if self.deviation:
-            return True
+        where ties decide, which neither side gets wrong, or by a known difference on NaN/Inf
+        (``excused``), which says nothing of the conversion. Any other failing blob makes
+        the verdict FAIL, whatever the rest."""
         return (
             bool(self.rows)
             and self.first_failure is None
-            and (bool(self.undecided) or all(row.name in self.uninformative for row in self.rows))
+            and (
+                bool(self.undecided)
+                or bool(self.excused)
+                or all(row.name in self.uninformative for row in self.rows)
+            )
         )
 
     @property
@@ -183,13 +200,14 @@ class ParityReport:
         if not self.rows:
             return f"FAIL: no blob in common with {self.reference}, nothing was compared"
         raised = f" ({self.tolerance_note})" if self.tolerance_note else ""
-        if self.deviation and first is not None:
+        excused = self.excused
+        if self.inconclusive and excused:
             return (
-                f"INCONCLUSIVE: first divergence at blob '{first.name}' only where values are "
-                f"NaN/Inf ({counted(first.nonfinite_mismatch, 'position')}; the finite values "
-                f"agree within {_tol(self.tolerance)} of {self.reference}): {self.deviation}. "
-                "A known difference on non-finite values, not a wrong conversion; give finite "
-                "input to judge the conversion"
+                f"INCONCLUSIVE: first divergence at blob '{excused[0].name}' only where values "
+                f"are NaN/Inf ({counted(excused[0].nonfinite_mismatch, 'position')}; the finite "
+                f"values agree within {_tol(self.tolerance)} of {self.reference}): "
+                f"{excused[0].excused}. A known difference on non-finite values, not a wrong "
+                "conversion; give finite input to judge the conversion"
             )
         if self.inconclusive and self.undecided:
             return self._undecided_verdict()
@@ -218,10 +236,17 @@ class ParityReport:
         ):
             reason = f"rel {first.rel:.1e} > {_tol(self.tolerance)}"
         failed = len(self.failures)
+        known = (
+            f" ({', '.join(repr(row.name) for row in excused)} "
+            f"{noun(len(excused), 'differs', 'differ')} only by a known difference on NaN/Inf, "
+            "not counted)"
+            if excused
+            else ""
+        )
         return (
             f"FAIL: first divergence at blob '{first.name}' ({reason}); "
             f"{failed} of {counted(len(self.rows), 'blob')} {noun(failed, 'fails', 'fail')} "
-            f"against {self.reference}{raised}"
+            f"against {self.reference}{raised}{known}"
         )
 
     def _undecided_verdict(self) -> str:
@@ -337,6 +362,8 @@ class ParityReport:
                 lines.append(f"{'':<{name_width}}  ^ {row.problem}")
             if not row.passed and row.undecided:
                 lines.append(f"{'':<{name_width}}  ^ only where {row.undecided}")
+            if not row.passed and row.excused:
+                lines.append(f"{'':<{name_width}}  ^ a known difference on NaN/Inf: {row.excused}")
         lines.append("")
         if self.topk is not None:
             t = self.topk
@@ -572,7 +599,7 @@ def _shape(shape: Sequence[int]) -> str:
 
 def _result(row: BlobParity) -> str:
     """The table's verdict on one blob."""
-    return "OK" if row.passed else "TIED" if row.undecided else "FAIL"
+    return "OK" if row.passed else "TIED" if row.undecided else "NaN/Inf" if row.excused else "FAIL"
 
 
 def _num(value: float, spec: str) -> str:

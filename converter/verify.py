@@ -387,6 +387,7 @@ def verify(
     kept.clear()
     report.reference_choice = choice
     report.deviation = _nonfinite_deviation(report, net)
+    report.rows = _excused(report, net)
     report.input = described
     report.uninformative = _uninformative(report, shares, inputs)
     report.notes += _saturation_notes(report, described, inputs)
@@ -742,6 +743,41 @@ def _saturation_notes(
         )
         for name, what in report.uninformative.items()
         if name not in inputs
+    ]
+
+
+def _excused(report: ParityReport, net: Net) -> list:
+    """The report's rows, with ``excused`` set (to ``report.deviation``) on the first failure
+    and on each later failing blob computed from it whose only disagreement is the same:
+    NaN/Inf on the same side, finite values within the tolerance (the reference's NaN after
+    a ReLU of -inf flows on through the layers that read it). Any other failing row stays a
+    failure, so it still makes the verdict FAIL."""
+    first = report.first_failure
+    if not report.deviation or first is None:
+        return report.rows
+    reference_side = first.nan_reference_only == first.nonfinite_mismatch
+    after = {first.name}  # the blobs computed from the first failure, in network order
+    writer = max((i for i, layer in enumerate(net.layers) if first.name in layer.tops), default=-1)
+    for layer in net.layers[writer + 1 :]:
+        if after & set(layer.bottoms):
+            after |= set(layer.tops)
+
+    def same_pattern(row) -> bool:
+        nan_side = row.nan_reference_only if reference_side else row.nan_ours_only
+        return (
+            row.name in after
+            and row.shape == row.reference_shape
+            and not row.exact_mismatch
+            and row.nonfinite_mismatch > 0
+            and nan_side == row.nonfinite_mismatch
+            and row.rel <= report.tolerance
+        )
+
+    return [
+        dataclasses.replace(row, excused=report.deviation)
+        if not row.passed and not row.undecided and same_pattern(row)
+        else row
+        for row in report.rows
     ]
 
 

@@ -326,6 +326,41 @@ def test_sabotaged_code_folders_fail_at_the_first_wrong_blob(what, eps_net, caps
     check_first_failure(report, out, first)
 
 
+# two outputs, written in another order than Caffe lists them (output_names)
+BACKWARD_HEADS = (
+    'layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }\n'
+    'layer { name: "hb" type: "InnerProduct" bottom: "x" top: "b_out" '
+    "inner_product_param { num_output: 5 } }\n"
+    'layer { name: "ha" type: "InnerProduct" bottom: "x" top: "a_out" '
+    "inner_product_param { num_output: 5 } }\n"
+)
+
+
+@pytest.mark.parametrize(
+    "sabotaged, first",
+    [("return {1}, {0}", None), ("return -{0}, {1}", 0)],
+    ids=["swapped", "negated"],
+)
+def test_code_folder_is_judged_on_what_forward_returns(sabotaged, first, capsys, tmp_path):
+    """A straight-line code folder's outputs are what forward() returns, by output_names, not
+    the forward's local variables: returned in the wrong order or a wrong value, the output
+    blob fails. Before: PASS, exit 0 (the variables were right, the return never looked at)."""
+    prototxt, caffemodel = write_net(tmp_path, "heads", BACKWARD_HEADS)
+    folder = converter.convert(prototxt, caffemodel, tmp_path / "code", format="code")
+    base = ["verify", prototxt, caffemodel, "--reference", "numpy", "--converted", folder]
+    code, report, out, _ = run_json(capsys, tmp_path, *base)
+    assert code == 0 and report["compared"] == 2, out  # the control
+    model = folder / "model.py"
+    names = json.loads((folder / "config.json").read_text())["output_blobs"]
+    returned = f"return {names[0]}, {names[1]}"
+    assert returned in model.read_text()
+    model.write_text(model.read_text().replace(returned, sabotaged.format(*names)))
+    code, report, out, _ = run_json(capsys, tmp_path, *base)
+    assert code == 1 and report["status"] == "fail", out
+    failed = {row["name"] for row in report["blobs"] if not row["passed"]}
+    assert failed == (set(names) if first is None else {names[first]}), out
+
+
 def test_code_folder_blobs_follow_in_place_layers(tmp_path):
     """Each blob as Caffe holds it after the forward (after its last in-place writer), the
     ResNet form's by hooks and the straight-line form's by variables, equal to ours."""
@@ -1195,8 +1230,9 @@ def test_a_known_difference_on_nan_or_inf_is_not_blamed_on_the_conversion(
     base = ["verify", prototxt, caffemodel, "--reference", "numpy"]
     code, report, out, _ = run_json(capsys, tmp_path, *base, "--input", tmp_path / "x.npy")
     assert code == 3, out
-    assert report["status"] == "inconclusive" and report["first_failure"] == "out"
+    assert report["status"] == "inconclusive" and report["first_failure"] is None
     assert words in report["deviation"]
+    assert [row["name"] for row in report["blobs"] if row["excused"]] == ["out"]
     assert report["verdict"].startswith(
         "INCONCLUSIVE: first divergence at blob 'out' only where values are NaN/Inf (1 position;"
     )
@@ -1230,6 +1266,68 @@ def test_other_nan_disagreements_still_fail(tmp_path):
     ours[0, 1] = 1.0  # finite values off as well
     off = compare_blobs({"out": ours}, {"out": reference}, ["out"], 1e-6)
     assert verify_module._nonfinite_deviation(off, net) == ""
+
+
+# d -> ReLU -> r -> Power(x2) -> q, and d -> Power(scale 2) -> p: ReLU(-inf) is NaN in Caffe
+# only, and that NaN flows on to q; p does not read it
+NAN_AND_OTHERS = (
+    'layer { name: "d" type: "Input" top: "d" input_param { shape { dim: 1 dim: 4 } } }\n'
+    'layer { name: "relu" type: "ReLU" bottom: "d" top: "r" }\n'
+    'layer { name: "twice" type: "Power" bottom: "r" top: "q" power_param { scale: 2 } }\n'
+    'layer { name: "pw" type: "Power" bottom: "d" top: "p" power_param { scale: 2 } }\n'
+)
+
+
+def test_a_known_nan_difference_does_not_hide_a_real_failure(capsys, tmp_path):
+    """The NaN Caffe's ReLU gives for -inf excuses that blob and those computed from it, no
+    other: a wrong 'p' elsewhere fails. Before: INCONCLUSIVE, exit 3, with 'p ... FAIL' in
+    the table (any excused NaN made the whole verdict inconclusive)."""
+    prototxt, caffemodel = write_net(tmp_path, "n", NAN_AND_OTHERS)
+    d = np.array([[-np.inf, 1.0, 2.0, 3.0]], dtype=np.float32)
+    caffe = {"d": d, "r": np.maximum(d, 0), "q": 2 * np.maximum(d, 0), "p": 2 * d}
+    caffe["r"][0, 0] = caffe["q"][0, 0] = np.nan  # max(x, 0) + 0 * min(x, 0) at -inf
+    saved = tmp_path / "caffe.npz"
+    np.savez(saved, **caffe)
+    base = ["verify", prototxt, caffemodel, "--reference", saved]
+    code, report, out, _ = run_json(capsys, tmp_path, *base)
+    assert code == 3 and report["status"] == "inconclusive", out  # the control: p right
+    assert [row["name"] for row in report["blobs"] if row["excused"]] == ["r", "q"]
+    np.savez(saved, **{**caffe, "p": 3 * d})  # p really wrong
+    code, report, out, _ = run_json(capsys, tmp_path, *base)
+    assert code == 1 and report["status"] == "fail", out
+    assert report["first_failure"] == "p" and report["failed"] == 1
+    verdict = out.strip().splitlines()[-1]
+    assert verdict.startswith("FAIL: first divergence at blob 'p' (rel 3.3e-01")
+    assert "'r', 'q' differ only by a known difference on NaN/Inf" in verdict
+    table = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line[:2] in
+             ("r ", "q ", "p ")}  # fmt: skip
+    assert table == {"r": "NaN/Inf", "q": "NaN/Inf", "p": "divergence"}, out
+    # downstream of the ReLU, finite values off as well: not excused
+    np.savez(saved, **{**caffe, "q": 5 * caffe["q"]})
+    code, report, out, _ = run_json(capsys, tmp_path, *base)
+    assert code == 1 and report["first_failure"] == "q", out
+
+
+def test_no_inconclusive_reason_hides_a_failing_blob():
+    """Ties (TIED), a saturated softmax and a known NaN difference each make the verdict
+    INCONCLUSIVE alone; with any other blob failing it is FAIL, naming that blob."""
+    good = np.ones((1, 4))
+    bad = 3 * good
+    nan = good.copy()
+    nan[0, 0] = np.nan
+    for mark in ("undecided", "excused", "uninformative"):
+        ours = {"a": good, "b": good}
+        alone = compare_blobs(ours, {"a": nan if mark == "excused" else bad, "b": good}, "ab", 1e-6)
+        both = compare_blobs(ours, {"a": nan if mark == "excused" else bad, "b": bad}, "ab", 1e-6)
+        for report in (alone, both):
+            if mark == "uninformative":
+                report.uninformative = {"a": "a saturated softmax", "b": "a saturated softmax"}
+                report.rows[0].passed = True  # the softmax agrees
+            else:
+                setattr(report.rows[0], mark, "why")
+        assert alone.status == "inconclusive" and alone.exit_code == 3, mark
+        assert both.status == "fail" and both.exit_code == 1, mark
+        assert both.first_failure.name == "b" and "blob 'b'" in both.verdict(), mark
 
 
 # ----------------------------------------------------------------------------- streaming
