@@ -66,7 +66,10 @@ def _convert(args: argparse.Namespace) -> int:
             "CAFFEMODEL)"
         )
     check_writable(output, folder=target == "code")
-    checks = _verify_checks(args) if verify else _input_checks(args) if checkpoint else None
+    if verify:
+        checks = _verify_checks(args, output, target == "code")
+    else:
+        checks = _input_checks(args) if checkpoint else None
     if verify and args.input is None:  # the mean and scale are the convention, not for noise
         verify_args = argparse.Namespace(**{**vars(args), "mean": None, "scale": None})
     else:
@@ -119,10 +122,11 @@ def _convert_to(args, output, target: str, checks, verify_args):
         bars.close()
 
 
-def _verify_checks(args: argparse.Namespace):
+def _verify_checks(args: argparse.Namespace, output: str, folder: bool):
     """What verify would refuse, refused before the conversion writes anything: the report
-    files (``_check_report_paths``) now, the options that need the net once it is read."""
-    _check_report_paths(args)
+    files (``_check_report_paths``; ``output``, a ``folder`` for --format code, is what
+    they must not overwrite) now, the options that need the net once it is read."""
+    _check_report_paths(args, output, folder)
 
     def check(net, verify_args: argparse.Namespace) -> None:
         from converter.verify import check_options
@@ -161,11 +165,16 @@ def _text_stream(args: argparse.Namespace):
     return sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
 
 
-def _check_report_paths(args: argparse.Namespace) -> None:
+def _check_report_paths(
+    args: argparse.Namespace, output: str | None = None, folder: bool = False
+) -> None:
     """Report files that would fail after minutes of work fail now, in one line: an
     unwritable --json or --plot, --plot without a working matplotlib or in a format it
-    cannot draw."""
+    cannot draw, and one that would overwrite another file of the command
+    (``_check_report_collisions``)."""
     from converter.io.atomic import check_writable
+
+    _check_report_collisions(args, output, folder)
 
     if args.json is not None and args.json != "-":
         check_writable(args.json)
@@ -179,6 +188,57 @@ def _check_report_paths(args: argparse.Namespace) -> None:
 
         check_writable(args.plot)
         plot_format(args.plot)
+
+
+def _check_report_collisions(args: argparse.Namespace, output: str | None, folder: bool) -> None:
+    """ConverterError when --json or --plot names a file the command reads or writes: the
+    output (``output``; for a --format code ``folder``, any path inside it, since the folder
+    is replaced whole), an input (the prototxt, caffemodel, --converted, --input, --reference,
+    --mean, --layers file), or the other report. Paths are compared resolved (links, ``..``)
+    and, for existing files, as the same file under any name (hard links)."""
+    others: list[tuple[str, str, bool]] = []  # (path, what it is, a folder replaced whole)
+    if output is not None:
+        kind = "the output folder" if folder else "the output"
+        others.append((output, f"{kind} (-o {output})", folder))
+    inputs = [
+        (args.prototxt, "the prototxt"),
+        (args.caffemodel, "the caffemodel"),
+        (getattr(args, "converted", None), "the --converted output"),
+        (args.reference, "the --reference file"),
+        (args.mean, "the --mean file"),
+    ]
+    given = input_files(args.input)
+    given = given.values() if isinstance(given, dict) else [given]
+    inputs += [(path, f"the --input file ({path})") for path in given]
+    inputs += [(path, f"the --layers file ({path})") for path in args.layers or ()]
+    # only existing files: --reference numpy or --mean 104,117,123 name none
+    inputs = [(path, what) for path, what in inputs if path and os.path.exists(path)]
+    others += [(path, f"{what}, an input of this command", False) for path, what in inputs]
+    for option in ("json", "plot"):
+        report = getattr(args, option)
+        if report is None or report == "-":
+            continue
+        for path, what, whole in others:
+            if _same_path(report, path, inside=whole):
+                where = "inside" if whole and not _same_path(report, path) else "also"
+                raise ConverterError(
+                    f"--{option} {report}: is {where} {what}; choose another file for the report"
+                )
+        others.append((report, f"the --{option} report", False))
+
+
+def _same_path(path: str, other: str, inside: bool = False) -> bool:
+    """Whether ``path`` names the file ``other`` names (resolved, or the same existing file
+    under another name); ``inside``: or a path within the folder ``other``."""
+    resolved, resolved_other = os.path.realpath(path), os.path.realpath(other)
+    if resolved == resolved_other:
+        return True
+    if inside and resolved.startswith(resolved_other.rstrip(os.sep) + os.sep):
+        return True
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # one of them does not exist (yet)
+        return False
 
 
 def _verify_report(args: argparse.Namespace, converted=None):

@@ -135,3 +135,11 @@ def write_net(folder: Path, name: str, text: str, seed: int = 0) -> tuple[Path, 
     random_blobs(net, np.random.default_rng(seed))
     write_caffemodel(net, caffemodel)
     return prototxt, caffemodel
+
+
+# A net of one input and one InnerProduct, for tests about files rather than numbers
+TINY = """name: "tiny"
+layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "ip"
+  inner_product_param { num_output: 5 } }
+"""

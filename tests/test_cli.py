@@ -6,13 +6,17 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import os
 import shlex
 import sys
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 import converter
-from conftest import KAIMING, ROOT, load_case
+from conftest import KAIMING, ROOT, TINY, load_case, write_net
 from converter import progress
 from converter.cli import CONVENTION, IMPLY_VERIFY, build_parser, main
 
@@ -431,3 +435,119 @@ def test_messages_say_a_or_an_as_the_format_is_read(capsys, tmp_path, fmt, words
             "--format", fmt, "--verify",
         )  # fmt: skip
         assert code == 2 and "; an mmdet checkpoint runs in mmdet" in one_line_error(err)
+
+
+def _files(folder) -> dict[str, bytes]:
+    """Every file under ``folder`` (links as their targets' names) and its bytes."""
+    return {
+        str(path.relative_to(folder)): os.readlink(path).encode()
+        if path.is_symlink()
+        else path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() or path.is_symlink()
+    }
+
+
+# (extra setup, arguments after the command and the pair, words of the one line)
+REPORT_COLLISIONS = {
+    "json_is_the_safetensors_output": (
+        None,
+        ["convert", "-o", "r.safetensors", "--json", "r.safetensors"],
+        ["--json r.safetensors", "also the output (-o r.safetensors)"],
+    ),
+    "json_is_the_onnx_output": (
+        None,
+        ["convert", "-o", "r2.onnx", "--json", "r2.onnx"],
+        ["--json r2.onnx", "also the output (-o r2.onnx)"],
+    ),
+    "plot_is_the_output": (
+        None,
+        ["convert", "-o", "r.pt", "--plot", "./r.pt"],
+        ["--plot ./r.pt", "also the output (-o r.pt)"],
+    ),
+    "json_is_the_caffemodel": (
+        None,
+        ["verify", "--json", "tiny.caffemodel"],
+        ["--json tiny.caffemodel", "also the caffemodel, an input"],
+    ),
+    "json_is_the_prototxt": (
+        None,
+        ["verify", "--json", "tiny.prototxt"],
+        ["--json tiny.prototxt", "also the prototxt, an input"],
+    ),
+    "json_is_a_hard_link_to_the_caffemodel": (
+        lambda: os.link("tiny.caffemodel", "hard.caffemodel"),
+        ["verify", "--json", "hard.caffemodel"],
+        ["--json hard.caffemodel", "also the caffemodel"],
+    ),
+    "json_is_a_symlink_to_the_prototxt": (
+        lambda: os.symlink("tiny.prototxt", "link.prototxt"),
+        ["verify", "--json", "link.prototxt"],
+        ["--json link.prototxt", "also the prototxt"],
+    ),
+    "json_is_the_converted_file": (
+        lambda: main(["convert", "tiny.prototxt", "tiny.caffemodel", "-o", "c.onnx", "-q"]),
+        ["verify", "--converted", "c.onnx", "--json", "c.onnx"],
+        ["--json c.onnx", "also the --converted output"],
+    ),
+    "plot_is_the_input_image": (
+        lambda: cv2.imwrite("i.png", np.full((4, 4, 3), 7, np.uint8)),
+        ["verify", "--input", "i.png", "--plot", "i.png"],
+        ["--plot i.png", "also the --input file (i.png)"],
+    ),
+    "plot_is_the_json_report": (
+        None,
+        ["verify", "--json", "x.json", "--plot", "sub/../x.json"],
+        ["--plot sub/../x.json", "also the --json report"],
+    ),
+    "json_is_inside_the_code_folder": (
+        lambda: main(
+            ["convert", "tiny.prototxt", "tiny.caffemodel", "-o", "cf", "-q"] + ["--format", "code"]
+        ),
+        ["convert", "-o", "cf", "--format", "code", "--json", "cf/config.json"],
+        ["--json cf/config.json", "inside the output folder (-o cf)"],
+    ),
+    "json_is_inside_a_new_code_folder": (
+        None,
+        ["convert", "-o", "cf", "--format", "code", "--json", "cf/report.json"],
+        ["--json cf/report.json", "inside the output folder (-o cf)"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REPORT_COLLISIONS))
+def test_a_report_path_that_is_another_file_of_the_command_is_refused(
+    capsys, tmp_path, monkeypatch, case
+):
+    """--json/--plot naming the output, an input or the other report overwrote it, exit 0
+    (the caffemodel replaced by the JSON report): refused before any work, nothing changed."""
+    setup, args, words = REPORT_COLLISIONS[case]
+    monkeypatch.chdir(tmp_path)
+    write_net(tmp_path, "tiny", TINY)
+    if setup is not None:
+        setup()
+    before = _files(tmp_path)
+    capsys.readouterr()
+    command, *rest = args
+    code, out, err = run(capsys, command, "tiny.prototxt", "tiny.caffemodel", "-q", *rest)
+    assert code == 2 and out == "", out
+    one_line_error(err, *words)
+    assert _files(tmp_path) == before
+
+
+def test_report_paths_beside_the_files_are_written(capsys, tmp_path, monkeypatch):
+    """The check compares files, not names' beginnings: r.safetensors.json beside
+    r.safetensors, a report beside (not inside) the code folder cf named cf.json."""
+    monkeypatch.chdir(tmp_path)
+    write_net(tmp_path, "tiny", TINY)
+    code, _, _ = run(capsys, "convert", "tiny.prototxt", "tiny.caffemodel", "-q", "-o", "r.pt")
+    assert code == 0
+    for args in (
+        ["convert", "-o", "r.safetensors", "--json", "r.safetensors.json"],
+        ["convert", "-o", "cf", "--format", "code", "--json", "cf.json"],
+        ["verify", "--converted", "r.pt", "--json", "tiny.json"],
+    ):
+        command, *rest = args
+        code, _, err = run(capsys, command, "tiny.prototxt", "tiny.caffemodel", "-q", *rest)
+        assert code == 0, err
+        assert json.loads(Path(rest[-1]).read_text())["passed"] is True
