@@ -81,11 +81,11 @@ def _convert(args: argparse.Namespace) -> int:
     # verified before it stands as the output: a verification that ends in bad input (exit 2)
     # leaves no output and an existing one as it was; a verdict (PASS, FAIL, INCONCLUSIVE)
     # keeps the file, with the report that judged it
-    from converter.codegen.folder import CODE_FILES, record_parity
+    from converter.codegen.folder import REPLACEABLE, record_parity
     from converter.conversion import check_not_a_source
 
     check_not_a_source(output, args.prototxt, args.caffemodel)
-    with staged(output, folder=target == "code", replaceable=CODE_FILES) as stage:
+    with staged(output, folder=target == "code", replaceable=REPLACEABLE) as stage:
         _convert_to(args, stage, target, checks, verify_args)
         report = _verify_report(verify_args, converted=stage)
         if target == "code":

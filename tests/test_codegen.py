@@ -7,6 +7,7 @@ import ast
 import dataclasses
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 import converter
-from conftest import FIXTURES, KAIMING, load_case, rel_error
+from conftest import FIXTURES, KAIMING, TINY, load_case, rel_error, write_net
 from converter.cli import main
 from converter.codegen.folder import CODE_FILES
 from converter.codegen.resnet import resnet_source
@@ -615,3 +616,41 @@ def test_code_of_a_net_with_several_inputs_checks_their_batch(tmp_path):
     assert "check_batch(" not in (tmp_path / "d" / "model.py").read_text()
     single = write_code(GENERIC[0], tmp_path / "single")
     assert "check_batch" not in (single / "model.py").read_text()
+
+
+def test_code_verify_leaves_no_bytecode_and_runs_again(tmp_path, monkeypatch):
+    """convert --format code --verify imported model.py from the staged folder and left
+    __pycache__ (naming the temporary path) in the output; the same command then refused
+    the folder as holding other files. Run as without PYTHONDONTWRITEBYTECODE."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    prototxt, caffemodel = write_net(tmp_path, "tiny", TINY)
+    folder = tmp_path / "pc1"
+    args = ["convert", str(prototxt), str(caffemodel), "-o", str(folder), "--format", "code"]
+    for _ in range(2):
+        assert main([*args, "--verify", "-q"]) == 0
+        assert sorted(p.name for p in folder.iterdir()) == sorted(CODE_FILES)
+    assert main(["verify", str(prototxt), str(caffemodel), "--converted", str(folder)]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == sorted(CODE_FILES)
+    assert sys.dont_write_bytecode is False  # restored after the import
+
+
+def test_a_folder_used_as_documented_is_still_ours_to_replace(tmp_path):
+    """``from model import load`` (the card's use) leaves __pycache__ beside model.py; the
+    folder is still the previous run's output, replaced whole (was: 'holds other files')."""
+    prototxt, caffemodel = write_net(tmp_path, "tiny", TINY)
+    folder = tmp_path / "out"
+    args = ["convert", str(prototxt), str(caffemodel), "-o", str(folder), "--format", "code"]
+    assert main([*args, "-q"]) == 0
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run(
+        [sys.executable, "-c", "from model import load; load()"],
+        cwd=folder,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    assert (folder / "__pycache__").is_dir()
+    for extra in ([], ["--verify"]):
+        (folder / "__pycache__").mkdir(exist_ok=True)
+        assert main([*args, "-q", *extra]) == 0
+        assert sorted(p.name for p in folder.iterdir()) == sorted(CODE_FILES)

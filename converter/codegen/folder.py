@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from converter.preprocess import InputConvention
 
 CODE_FILES = ("model.py", "model.safetensors", "config.json", "README.md")
+# What an existing folder may hold and still be replaced: the files a previous run wrote, and
+# the bytecode Python leaves beside model.py once ``from model import load`` has imported it.
+REPLACEABLE = (*CODE_FILES, "__pycache__")
 
 
 def model_source(net: Net, plan: Plan) -> tuple[str, str, Plan]:
@@ -217,12 +220,12 @@ def write_code_folder(
     from converter.preprocess import input_convention
 
     folder = Path(folder)
-    check_folder_replaceable(folder, CODE_FILES)
+    check_folder_replaceable(folder, REPLACEABLE)
     source, model_class, plan = model_source(net, plan)
     convention = convention or input_convention(net)
     config = code_config(net, plan, model_class, convention)
     metadata = file_metadata(plan, net, convention)
-    with atomic_folder(folder, CODE_FILES) as tmp:
+    with atomic_folder(folder, REPLACEABLE) as tmp:
         (tmp / "model.py").write_text(source, encoding="utf-8")
         write_converted(_state(plan), metadata, tmp / "model.safetensors")
         _write_json(tmp / "config.json", config)
@@ -302,11 +305,16 @@ def load_code_folder(folder: str | os.PathLike):
     spec = importlib.util.spec_from_file_location(name, folder / "model.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    # no __pycache__ written into the folder: it is the user's (or, for convert --verify, a
+    # staged output whose bytecode would name the temporary path and stop a rerun)
+    writing_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
     try:
         spec.loader.exec_module(module)
         net = module.load(folder / "model.safetensors")
     except Exception as exc:  # the user may have edited it: report, do not crash
         raise ConverterError(f"{folder / 'model.py'}: cannot load the model ({exc})") from None
     finally:
+        sys.dont_write_bytecode = writing_bytecode
         sys.modules.pop(name, None)
     return code_model(folder, net, config).eval()
